@@ -1,0 +1,5 @@
+import sys
+
+from world2act.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""The ``world2act`` command: parses arguments and hands off to one stage module.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``main(args) -> int | None``; modules are imported only when their command runs so that
+``world2act --help`` stays fast. Shared options (``--out``, ``--seed``, ``--device``,
+``--config`` and trailing dotted ``key=value`` overrides) are added here once.
+
+Exit status: 0 on success, 2 with a one-line ``error: ...`` on stderr for any user-facing
+failure (:class:`world2act.World2ActError`), 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from world2act import World2ActError, __version__
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("world2act.data.collect", "roll out scripted experts in LIBERO / Meta-World into a LeRobot v3 dataset"),
+    "segment": ("world2act.skills.segment", "cut demonstrations into synchronised atomic-skill clips (skill dataset)"),
+    "train-wm": ("world2act.worldmodel.train", "train the Cosmos-Predict2-architecture world model (Skill-WM / Base-WM)"),
+    "imagine": ("world2act.worldmodel.imagine", "generate a skill-compositional video from an image and an instruction"),
+    "train-base": ("world2act.policies.train_base", "train the built-in flow-matching base policy on demonstrations"),
+    "align": ("world2act.align.train", "Stage 1: align world-model video latents and action chunks (InfoNCE)"),
+    "post-train": ("world2act.posttrain.train", "Stage 2: train a residual policy on on-policy rollouts, reward-free"),
+    "eval": ("world2act.evaluation.cli", "success rates under the standard protocol, speed, videos"),
+    "pipeline": ("world2act.pipeline", "run every stage end to end and write report.md"),
+}
+
+
+def _add_shared(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("shared options")
+    g.add_argument("--out", help="output folder")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    g.add_argument("--config", help="YAML file with config values (overridden by options and key=value overrides)")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides applied last, e.g. train.lr=3e-4")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="world2act", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"world2act {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] not in COMMANDS:
+        if argv and not argv[0].startswith("-"):
+            top.error(f"unknown command {argv[0]!r}; valid: {', '.join(COMMANDS)}")
+        top.parse_args(argv)  # --help / --version / no command
+        top.print_help()
+        return 0
+    name = argv[0]
+    module_name, help_ = COMMANDS[name]
+    parser = argparse.ArgumentParser(prog=f"world2act {name}", description=help_)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("world2act"):
+            print(f"error: command {name!r} is not implemented in this version", file=sys.stderr)
+            return 2
+        raise
+    module.add_arguments(parser)
+    _add_shared(parser)
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        rc = module.main(args)
+    except World2ActError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared utilities: atomic file writes, manifests, seeding, config overrides, logging."""
