@@ -6,9 +6,28 @@ for the cameras asked for: stepping never renders (software rendering is the mai
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any
 
 import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """One task of a benchmark.
+
+    Attributes:
+        benchmark: ``"libero_object"``, ``"libero_spatial"``, ``"libero_goal"``, ``"libero_10"``,
+            ``"libero_90"`` or ``"metaworld"``.
+        task_id: LIBERO task index (int) within the suite, or Meta-World env name (str).
+        name: LIBERO task name / Meta-World env name.
+        instruction: natural-language instruction.
+    """
+
+    benchmark: str
+    task_id: Any
+    name: str
+    instruction: str
 
 
 class ManipulationEnv(abc.ABC):
