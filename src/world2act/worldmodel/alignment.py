@@ -1,0 +1,91 @@
+"""Alignment between world-model latent frames and control steps (actions).
+
+Pure Python (no torch / diffusers import) so every stage can use it cheaply.
+
+Conventions (paper Sec. 4.1 uses WM video latents per latent frame as the targets for action
+chunks; the Wan VAE of Cosmos-Predict2 compresses time 4x, causally):
+
+* A world-model clip has ``T`` frames sampled every ``frame_stride`` = ``s`` control steps:
+  clip frame ``i`` is the observation *before* control step ``start + s*i`` (LeRobot row
+  convention: row ``t`` = observation before step ``t`` + action at step ``t``).
+* The causal Wan VAE maps ``T = 1 + 4n`` frames to ``T' = 1 + n`` latent frames. Latent frame
+  0 encodes clip frame 0 alone (the conditioning frame); latent frame ``j >= 1`` encodes clip
+  frames ``4j-3 .. 4j``.
+* Hence latent frame ``j >= 1`` is explained by the actions executed between clip frame
+  ``4(j-1)`` and clip frame ``4j``: control steps ``[4*s*(j-1), 4*s*j)`` relative to the
+  clip's first frame, i.e. ``K = 4*s`` actions (16 with the default ``s = 4``). Latent frame 0
+  gets **no** actions (empty range ``(0, 0)``).
+
+With the defaults (17 frames, ``s = 4``) a clip spans 64 control steps and has 5 latent frames:
+``[(0, 0), (0, 16), (16, 32), (32, 48), (48, 64)]``.
+
+Concatenated skill-compositional rollouts (:meth:`WorldModel.rollout`) drop the duplicated
+boundary frame (and its latent frame) of every clip after the first, so ``n`` clips of 17 frames
+give ``1 + 16n`` frames and ``1 + 4n`` latent frames, and the same functions apply to the
+concatenation as if it were one long clip.
+"""
+from __future__ import annotations
+
+from world2act import World2ActError
+
+
+def num_latent_frames(num_frames: int, temporal_compression: int = 4) -> int:
+    """Number of latent frames ``T' = (T - 1) // c + 1`` for a clip of ``T`` pixel frames.
+
+    Args:
+        num_frames: pixel frames ``T`` (must be ``>= 1`` and ``(T - 1) % c == 0``).
+        temporal_compression: the VAE's temporal compression ``c`` (4 for Wan / Cosmos-Predict2).
+
+    Raises:
+        World2ActError: ``T < 1``, ``c < 1`` or ``(T - 1)`` not divisible by ``c``.
+    """
+    if temporal_compression < 1:
+        raise World2ActError(f"temporal_compression must be >= 1, got {temporal_compression}")
+    if num_frames < 1 or (num_frames - 1) % temporal_compression:
+        raise World2ActError(
+            f"num_frames={num_frames}: a causal video VAE with temporal compression {temporal_compression} "
+            f"needs 1 + {temporal_compression}*n frames (e.g. {1 + temporal_compression * 4})")
+    return (num_frames - 1) // temporal_compression + 1
+
+
+def actions_per_latent_frame(frame_stride: int, temporal_compression: int = 4) -> int:
+    """Control steps (actions) explained by one latent frame ``j >= 1``: ``K = c * s``.
+
+    Raises:
+        World2ActError: ``frame_stride < 1`` or ``temporal_compression < 1``.
+    """
+    if frame_stride < 1:
+        raise World2ActError(f"frame_stride must be >= 1, got {frame_stride}")
+    if temporal_compression < 1:
+        raise World2ActError(f"temporal_compression must be >= 1, got {temporal_compression}")
+    return temporal_compression * frame_stride
+
+
+def latent_action_ranges(num_frames: int, frame_stride: int,
+                         temporal_compression: int = 4) -> list[tuple[int, int]]:
+    """Half-open control-step ranges ``[start, stop)`` per latent frame, indexed by ``j``.
+
+    The list has ``T'`` entries so that ``ranges[j]`` belongs to latent frame ``j``:
+    ``ranges[0] == (0, 0)`` (latent frame 0 is the first frame alone: no actions) and
+    ``ranges[j] == (K*(j-1), K*j)`` for ``j >= 1`` with ``K = c * s``. Steps are relative to
+    the control step of the clip's first frame; add the clip's start step (``frame_from`` of a
+    skill clip, or the recorded window start) to index the dataset's action rows.
+
+    Raises:
+        World2ActError: see :func:`num_latent_frames` and :func:`actions_per_latent_frame`.
+    """
+    t_lat = num_latent_frames(num_frames, temporal_compression)
+    k = actions_per_latent_frame(frame_stride, temporal_compression)
+    return [(0, 0)] + [(k * (j - 1), k * j) for j in range(1, t_lat)]
+
+
+def clip_control_steps(num_frames: int, frame_stride: int) -> int:
+    """Control steps spanned by one clip: ``(T - 1) * s`` (64 with the defaults)."""
+    return (num_frames - 1) * frame_stride
+
+
+def latent_frame_of_step(step: int, frame_stride: int, temporal_compression: int = 4) -> int:
+    """The latent frame ``j >= 1`` whose action range contains control step ``step >= 0``."""
+    if step < 0:
+        raise World2ActError(f"step must be >= 0, got {step}")
+    return step // actions_per_latent_frame(frame_stride, temporal_compression) + 1
