@@ -1,0 +1,144 @@
+"""``world2act pipeline``: every stage end to end, resumable, with a report.
+
+Stages (DESIGN.md): collect → segment → train-wm → train-base → align → post-train →
+eval-base / eval-posttrained, laid out as ``OUT/demos``, ``OUT/skills``, ``OUT/wm``,
+``OUT/base``, ``OUT/align``, ``OUT/posttrain``, ``OUT/eval-base``, ``OUT/eval-posttrained``,
+plus ``OUT/report.md`` and ``OUT/summary.json``.
+
+Each stage runs as its own ``world2act <command>`` subprocess (memory is returned between
+stages and a kill can only interrupt the running stage). When a stage finishes, the pipeline
+writes ``OUT/<stage>/pipeline_stage.json`` with a hash of the stage's exact arguments and of
+its upstream stages' hashes. On a re-run a stage is skipped when that file matches; an
+interrupted stage is re-run with ``--resume`` (its own checkpoints), and a stage whose inputs
+changed is re-run from scratch with ``--overwrite``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from world2act import World2ActError
+from world2act.utils.io import read_json, write_json
+
+log = logging.getLogger("world2act.pipeline")
+STAMP = "pipeline_stage.json"
+
+
+@dataclasses.dataclass
+class Stage:
+    """One pipeline stage: a ``world2act`` command with its arguments.
+
+    Attributes:
+        name: folder name under the pipeline's ``--out`` (also the report's label).
+        command: the ``world2act`` subcommand.
+        args: arguments (``{out}`` = the pipeline folder; ``--out`` is added automatically).
+        after: stages whose outputs this one reads (their hashes enter this stage's hash).
+        resumable: whether the command accepts ``--resume`` to continue an interrupted run.
+    """
+
+    name: str
+    command: str
+    args: list[str]
+    after: list[str]
+    resumable: bool = True
+
+
+def _preset_stages(preset: str) -> tuple[list[Stage], dict]:
+    from world2act.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise World2ActError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset]()
+
+
+def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
+    blob = json.dumps({"command": stage.command, "args": stage.args,
+                       "after": {n: upstream.get(n) for n in stage.after}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_pipeline(preset: str, out: str | Path, *, overwrite: bool = False, only: list[str] | None = None,
+                 extra_env: dict | None = None) -> dict:
+    """Run (or resume) every stage of ``preset`` into ``out``; write report.md and summary.json.
+
+    Raises:
+        World2ActError: unknown preset, or a stage failed (the message names the stage, its log
+            file and the last error line).
+    """
+    stages, meta = _preset_stages(preset)
+    out = Path(out).resolve()
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+    hashes: dict[str, str] = {}
+    timings: dict[str, dict] = {}
+    env = dict(os.environ, **(extra_env or {}))
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    for st in stages:
+        h = stage_hash(st, hashes)
+        hashes[st.name] = h
+        folder = out / st.name
+        stamp = folder / STAMP
+        if stamp.is_file() and read_json(stamp).get("hash") == h:
+            timings[st.name] = {"status": "skipped (up to date)", "wall_s": read_json(stamp).get("wall_s")}
+            log.info("[%s] up to date, skipped", st.name)
+            continue
+        if only and st.name not in only:
+            raise World2ActError(f"stage {st.name} is not up to date and not in --only {only}")
+        argv = [sys.executable, "-m", "world2act", st.command, *[a.format(out=out) for a in st.args], "--out", str(folder)]
+        if folder.exists() and any(folder.iterdir()):
+            if st.resumable and not stamp.is_file():
+                argv.append("--resume")  # interrupted earlier: continue from its checkpoints
+            else:
+                import shutil
+
+                shutil.rmtree(folder)  # inputs or arguments changed: start this stage over
+        log.info("[%s] %s", st.name, " ".join(argv[2:]))
+        t0 = time.time()
+        logfile = out / "logs" / f"{st.name}.log"
+        with open(logfile, "a") as lf:
+            lf.write(f"\n$ {' '.join(argv)}\n")
+            lf.flush()
+            proc = subprocess.run(argv, stdout=lf, stderr=subprocess.STDOUT, env=env)
+        wall = round(time.time() - t0, 1)
+        if proc.returncode != 0:
+            tail = [l for l in logfile.read_text().splitlines() if l.strip()][-1:] or ["(no output)"]
+            raise World2ActError(f"stage {st.name} failed (exit {proc.returncode}); log {logfile}: {tail[0][:300]}")
+        write_json(stamp, {"hash": h, "command": st.command, "args": st.args, "wall_s": wall,
+                           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        timings[st.name] = {"status": "ran", "wall_s": wall}
+        log.info("[%s] done in %.1f s", st.name, wall)
+    from world2act.report import write_report
+
+    summary = write_report(out, preset=preset, preset_meta=meta, timings=timings)
+    return summary
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", required=True, choices=["smoke", "quick", "paper"],
+                   help="smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, make demo); paper: the paper's protocol (GPU)")
+    p.add_argument("--resume", action="store_true", help="continue an existing run (the default behaviour; kept for symmetry)")
+    p.add_argument("--overwrite", action="store_true", help="delete --out and start over")
+    p.add_argument("--only", help="comma-separated stage names allowed to run (others must be up to date)")
+
+
+def main(args) -> int:
+    if not args.out:
+        raise World2ActError("pipeline: --out is required")
+    summary = run_pipeline(args.preset, args.out, overwrite=args.overwrite,
+                           only=args.only.split(",") if args.only else None)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    headline = summary.get("headline")
+    if headline:
+        print(headline)
+    return 0

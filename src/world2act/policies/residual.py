@@ -1,0 +1,199 @@
+"""Base + World2Act residual as one policy (paper Sec. 4.2): ``a + Δa``.
+
+The frozen base policy runs forward only (no gradient ever reaches it); the residual network
+(:mod:`world2act.policies.residual_net`) reads the observation and the base chunk and adds a
+correction in Stage-1 normalised action units. A post-trained policy folder is self-contained:
+
+```
+config.json              {"type": "residual", "residual": {...ResidualNetConfig...}, ...}
+model.safetensors        residual weights (f_a excluded: it lives frozen in align/) + state normaliser
+base/                    copy of the frozen base policy folder (loaded with load_policy)
+align/                   copy of the Stage-1 folder (f_a, g_a init, the action normaliser)
+```
+``world2act eval --policy DIR`` loads it like any other policy.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from world2act import World2ActError
+from world2act.policies.base import Policy
+from world2act.policies.io import load_policy, register_policy_type
+from world2act.policies.residual_net import ResidualNet, ResidualNetConfig
+from world2act.utils.io import atomic_path, read_json, write_json
+
+
+class ResidualPolicy(Policy):
+    """π = π_base + π_res with the base frozen.
+
+    Args:
+        base: the frozen base :class:`Policy` (its chunk size must equal Stage 1's K).
+        bundle: the Stage-1 ``AlignmentBundle`` (f_a frozen, action normaliser).
+        net: the :class:`ResidualNet`.
+        align_dir: folder the bundle was loaded from (copied into saved policies).
+
+    Raises:
+        World2ActError: base and Stage 1 disagree on action dim or chunk size.
+    """
+
+    name = "base+world2act"
+
+    def __init__(self, base: Policy, bundle, net: ResidualNet, align_dir: str | Path):
+        super().__init__()
+        if base.chunk_size != net.config.chunk_size or base.action_dim != net.config.action_dim:
+            raise World2ActError(
+                f"mismatched components: base policy chunk_size {base.chunk_size}, action_dim {base.action_dim} "
+                f"but Stage 1 adapters expect chunk_size {net.config.chunk_size}, action_dim {net.config.action_dim}")
+        self.base, self.bundle, self.residual = base, bundle, net.eval()
+        self.align_dir = Path(align_dir)
+        for attr in ("action_dim", "state_dim", "chunk_size", "cameras", "image_size", "benchmark"):
+            setattr(self, attr, getattr(base, attr))
+        if net.config.camera not in self.cameras:
+            raise World2ActError(f"residual reads camera {net.config.camera!r} but the base policy only gets {list(self.cameras)}")
+        self._state_mean = torch.zeros(net.config.state_dim)
+        self._state_std = torch.ones(net.config.state_dim)
+        self.state_norm_fitted = False
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, base: Policy, bundle, *, camera: str = "agentview", seed: int = 0,
+               align_dir: str | Path | None = None) -> "ResidualPolicy":
+        """A fresh residual on top of ``base``: g_a copied from Stage 1, zero output gate."""
+        torch.manual_seed(seed)
+        ac = bundle.config
+        cfg = ResidualNetConfig(state_dim=int(base.state_dim), action_dim=int(ac.action_dim), chunk_size=int(ac.chunk_size),
+                                latent_dim=int(ac.latent_dim), image_size=tuple(base.image_size), camera=camera)
+        net = ResidualNet(cfg, bundle.f_a, copy.deepcopy(bundle.g_a))
+        return cls(base, bundle, net, align_dir or getattr(bundle, "path", ""))
+
+    # ------------------------------------------------------------------ state normaliser
+    def fit_state_norm(self, states: torch.Tensor) -> None:
+        """Fit the residual's proprioception normaliser on ``[M, S]`` states from the first rollouts."""
+        self._state_mean = states.float().mean(0)
+        self._state_std = states.float().std(0).clamp(min=1e-2)
+        self.state_norm_fitted = True
+
+    def state_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._state_mean, self._state_std
+
+    # ------------------------------------------------------------------ contract
+    def reset(self) -> None:
+        super().reset()
+        self.base.reset()
+
+    def seed(self, seed: int) -> None:
+        super().seed(seed)
+        self.base.seed(seed)
+
+    def chunk_parts(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(base chunk, Δa), both ``[B, K, A]`` in Stage-1 normalised units; no gradient to the base."""
+        with torch.no_grad():
+            base_chunk = torch.as_tensor(self.base.predict_action_chunk(obs), dtype=torch.float32)
+            base_norm = torch.as_tensor(self.bundle.normalize_actions(base_chunk), dtype=torch.float32)
+        key = f"observation.images.{self.residual.config.camera}"
+        img = torch.from_numpy(np.asarray(obs[key])).permute(0, 3, 1, 2).float() / 255.0
+        st = torch.as_tensor(np.asarray(obs["observation.state"]), dtype=torch.float32)
+        st = (st - self._state_mean) / self._state_std
+        return base_norm, self.residual(img, st, base_norm)
+
+    def to_env_actions(self, actions_norm: torch.Tensor) -> torch.Tensor:
+        """Normalised ``[B, K, A]`` → environment units, clipped to the action box [-1, 1]."""
+        return torch.as_tensor(self.bundle.unnormalize_actions(actions_norm), dtype=torch.float32).clamp(-1.0, 1.0)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: dict) -> torch.Tensor:
+        """``[B, K, A]`` = base chunk + residual correction, environment units."""
+        base_norm, delta = self.chunk_parts(obs)
+        return self.to_env_actions(base_norm + delta)
+
+    # ------------------------------------------------------------------ files
+    def _weights(self) -> dict[str, torch.Tensor]:
+        sd = {k: v.detach().contiguous() for k, v in self.residual.state_dict().items() if not k.startswith("action_adapter.")}
+        sd["state_norm.mean"] = self._state_mean.contiguous()
+        sd["state_norm.std"] = self._state_std.contiguous()
+        return sd
+
+    def _load_weights(self, sd: dict[str, torch.Tensor], where: str) -> None:
+        self._state_mean, self._state_std = sd.pop("state_norm.mean"), sd.pop("state_norm.std")
+        self.state_norm_fitted = True
+        missing, unexpected = self.residual.load_state_dict(sd, strict=False)
+        missing = [k for k in missing if not k.startswith("action_adapter.")]
+        if missing or unexpected:
+            raise World2ActError(f"{where}: residual weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+    def save(self, path: str | Path, *, base_source: str | Path) -> None:
+        """Write the self-contained policy folder (see module docstring)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for sub, src in (("base", Path(base_source)), ("align", self.align_dir)):
+            if (path / sub).resolve() != src.resolve():
+                if (path / sub).exists():
+                    shutil.rmtree(path / sub)
+                shutil.copytree(src, path / sub, ignore=shutil.ignore_patterns("checkpoint*", "cache*", "*.mp4"))
+        with atomic_path(path / "model.safetensors") as tmp:
+            save_file(self._weights(), str(tmp))
+        write_json(path / "config.json", {"type": "residual", "base": "base", "align": "align",
+                                          "residual": dataclasses.asdict(self.residual.config),
+                                          "base_policy": self.base.describe()})
+
+    @classmethod
+    def load(cls, path: str | Path, *, benchmark: str | None = None, device: str = "cpu") -> "ResidualPolicy":
+        """Load a folder written by :meth:`save`.
+
+        Raises:
+            World2ActError: a missing part (names it) or weights that do not fit the config.
+        """
+        from world2act.align import AlignmentBundle
+
+        path = Path(path)
+        cfg = read_json(path / "config.json")
+        for part in ("base", "align", "model.safetensors"):
+            if not (path / cfg.get(part, part) if part != "model.safetensors" else path / part).exists():
+                raise World2ActError(f"{path}: residual policy folder is missing {part}")
+        base = load_policy(path / cfg["base"], benchmark=benchmark, device=device)
+        bundle = AlignmentBundle.load(path / cfg["align"])
+        rc = cfg["residual"]
+        rc["image_size"] = tuple(rc["image_size"])
+        net = ResidualNet(ResidualNetConfig(**rc), bundle.f_a, copy.deepcopy(bundle.g_a))
+        policy = cls(base, bundle, net, path / cfg["align"])
+        policy._load_weights(load_file(str(path / "model.safetensors")), str(path / "model.safetensors"))
+        return policy
+
+    # ------------------------------------------------------------------ training checkpoints
+    def save_training_state(self, folder: str | Path, opt: torch.optim.Optimizer, iteration: int) -> None:
+        """Resumable checkpoint: residual weights, optimiser moments, iteration."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "residual.safetensors") as tmp:
+            save_file(self._weights(), str(tmp))
+        opt_t: dict[str, torch.Tensor] = {}
+        for i, st in opt.state_dict()["state"].items():
+            for k, v in st.items():
+                opt_t[f"{i}.{k}"] = torch.as_tensor(v).contiguous()
+        with atomic_path(folder / "optimizer.safetensors") as tmp:
+            save_file(opt_t, str(tmp))
+        write_json(folder / "state.json", {"iteration": iteration})
+
+    def load_training_state(self, folder: str | Path, opt: torch.optim.Optimizer) -> int:
+        """Restore :meth:`save_training_state`; returns the iteration to continue from."""
+        folder = Path(folder)
+        self._load_weights(load_file(str(folder / "residual.safetensors")), str(folder))
+        flat = load_file(str(folder / "optimizer.safetensors"))
+        sd = opt.state_dict()
+        state: dict = {}
+        for key, v in flat.items():
+            i, k = key.split(".", 1)
+            state.setdefault(int(i), {})[k] = v
+        sd["state"] = state
+        opt.load_state_dict(sd)
+        return int(read_json(folder / "state.json")["iteration"])
+
+
+register_policy_type("residual", ResidualPolicy.load)
