@@ -1,0 +1,364 @@
+"""``world2act train-base``: train the built-in flow-matching base policy on demonstrations.
+
+Behaviour cloning with a flow-matching action head (see :mod:`world2act.policies.flow_policy`)
+on a LeRobot v3 dataset from ``world2act collect``. The whole dataset is held in memory
+(64×64 images: ~25 KB per frame for two cameras). Each step samples frames uniformly, takes the
+next ``K`` actions (steps past the episode end are masked out of the loss), applies a random
+image shift (±``augment_shift`` px, DrQ-style) and takes one AdamW step; an exponential moving
+average (EMA) of the weights is what gets saved.
+
+Resumable: ``<out>/checkpoint/`` holds weights, EMA, optimiser state and the step; with
+``--resume`` training continues from there and batches are drawn from ``rng(seed, step)`` so a
+resumed run sees the same batches as an uninterrupted one. Ctrl-C saves a checkpoint first.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from world2act import World2ActError
+
+log = logging.getLogger(__name__)
+
+CKPT = "checkpoint"
+
+
+@dataclasses.dataclass
+class TrainBaseConfig:
+    """Configuration of ``world2act train-base`` (YAML keys = field names).
+
+    Attributes:
+        dataset: LeRobot dataset folder (``world2act collect --out``).
+        steps: optimiser steps (the run also stops at ``max_minutes``).
+        batch_size / lr / weight_decay / warmup_steps: AdamW with linear warm-up + cosine decay.
+        max_minutes: wall-clock budget in minutes (0 = none); training stops and saves when hit.
+        episodes_per_task: use at most this many demonstrations per task (0 = all).
+        chunk_size: ``K`` actions per chunk. cameras: cameras to read (empty = the dataset's).
+        d_model / enc_layers / dec_layers / flow_steps: model sizes (see FlowPolicyConfig).
+        augment_shift: random image shift in pixels (0 = off).
+        ema_decay: EMA of weights (0 = off; saved weights are the EMA).
+        save_every: checkpoint period in steps. threads: torch threads (0 = all cores).
+        seed: random seed.
+    """
+
+    dataset: str = ""
+    steps: int = 4000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    max_minutes: float = 0.0
+    episodes_per_task: int = 0
+    chunk_size: int = 8
+    cameras: tuple[str, ...] = ()
+    d_model: int = 128
+    enc_layers: int = 2
+    dec_layers: int = 3
+    flow_steps: int = 10
+    augment_shift: int = 4
+    ema_decay: float = 0.999
+    save_every: int = 500
+    threads: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "chunk_size", "save_every"):
+            if int(getattr(self, name)) <= 0:
+                raise World2ActError(f"train-base: {name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise World2ActError(f"train-base: lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise World2ActError(f"train-base: ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.cameras = tuple(self.cameras)
+
+
+# ---------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Demos:
+    """All frames of the training demonstrations, concatenated.
+
+    Attributes:
+        images: camera -> uint8 ``[N, H, W, 3]``. states: ``[N, S]``. actions: ``[N, A]``.
+        ep_end: ``[N]`` index one past the last frame of each frame's episode.
+        task_index: ``[N]`` index into ``tasks``. tasks: instruction strings.
+    """
+
+    images: dict[str, np.ndarray]
+    states: np.ndarray
+    actions: np.ndarray
+    ep_end: np.ndarray
+    task_index: np.ndarray
+    tasks: list[str]
+    episodes: int
+    benchmark: str | None
+    fps: float | None
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def load_demos(path: str | Path, cameras: tuple[str, ...] = (), episodes_per_task: int = 0) -> Demos:
+    """Read a LeRobot dataset into memory.
+
+    Raises:
+        World2ActError: the dataset is missing/invalid, has no episodes, or lacks a camera.
+    """
+    from tqdm import tqdm
+
+    from world2act.data import LeRobotDataset
+
+    path = Path(path)
+    if not path.exists():
+        raise World2ActError(f"--dataset {path}: no such folder")
+    ds = LeRobotDataset(path)
+    spec = ds.spec
+    cams = tuple(cameras) or tuple(getattr(spec, "cameras", ()) or ())
+    if not cams:
+        raise World2ActError(f"--dataset {path}: has no camera streams; the base policy needs images")
+    missing = [c for c in cams if c not in tuple(spec.cameras)]
+    if missing:
+        raise World2ActError(f"--dataset {path}: no camera(s) {missing}; it has {list(spec.cameras)}")
+    if ds.num_episodes == 0:
+        raise World2ActError(f"--dataset {path}: has no episodes")
+    per_task: dict[str, int] = {}
+    imgs: dict[str, list[np.ndarray]] = {c: [] for c in cams}
+    states, actions, ep_end, task_idx = [], [], [], []
+    tasks: list[str] = []
+    n = 0
+    used = 0
+    for i in tqdm(range(ds.num_episodes), desc="loading demos", unit="ep"):
+        ep = ds.load_episode(i)
+        if episodes_per_task and per_task.get(ep.task, 0) >= episodes_per_task:
+            continue
+        per_task[ep.task] = per_task.get(ep.task, 0) + 1
+        if ep.task not in tasks:
+            tasks.append(ep.task)
+        T = len(ep)
+        for c in cams:
+            if c not in ep.images:
+                raise World2ActError(f"--dataset {path}: episode {i} has no images for camera {c!r}")
+            imgs[c].append(ep.images[c])
+        states.append(np.asarray(ep.states, np.float32))
+        actions.append(np.asarray(ep.actions, np.float32))
+        ep_end.append(np.full(T, n + T, np.int64))
+        task_idx.append(np.full(T, tasks.index(ep.task), np.int64))
+        n += T
+        used += 1
+    return Demos(images={c: np.concatenate(v) for c, v in imgs.items()}, states=np.concatenate(states),
+                 actions=np.concatenate(actions), ep_end=np.concatenate(ep_end), task_index=np.concatenate(task_idx),
+                 tasks=tasks, episodes=used, benchmark=getattr(spec, "benchmark", None), fps=getattr(spec, "fps", None))
+
+
+def sample_batch(demos: Demos, idx: np.ndarray, K: int) -> dict[str, np.ndarray]:
+    """Frames ``idx`` ``[B]`` → images, states, action chunks ``[B, K, A]`` and mask ``[B, K]``
+    (False past the episode end; those steps repeat the last action)."""
+    steps = idx[:, None] + np.arange(K)[None]  # [B, K]
+    mask = steps < demos.ep_end[idx][:, None]
+    steps = np.minimum(steps, demos.ep_end[idx][:, None] - 1)
+    return {"images": {c: v[idx] for c, v in demos.images.items()}, "states": demos.states[idx],
+            "actions": demos.actions[steps], "mask": mask, "task_index": demos.task_index[idx]}
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image of ``x`` ``[B, C, H, W]`` by a random integer offset in ``[-pad, pad]``
+    pixels (border replicated), DrQ-style augmentation."""
+    if pad <= 0:
+        return x
+    B, _, H, W = x.shape
+    shift = torch.randint(-pad, pad + 1, (B, 2), generator=generator).float()
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = shift[:, 0] * 2 / W
+    theta[:, 1, 2] = shift[:, 1] * 2 / H
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------- training
+def _lr_at(step: int, cfg: TrainBaseConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float) -> None:
+    from safetensors.torch import save_file
+
+    from world2act.utils.io import atomic_path, write_json
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ckpt / "model.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    with atomic_path(ckpt / "ema.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(tmp))
+    with atomic_path(ckpt / "optimizer.pt") as tmp:
+        torch.save(opt.state_dict(), tmp)
+    write_json(ckpt / "state.json", {"step": step, "elapsed_s": elapsed})  # written last: marks a complete checkpoint
+
+
+def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: bool = False,
+        overwrite: bool = False, demos: Demos | None = None) -> dict:
+    """Train the base policy and write the policy folder to ``out``.
+
+    Returns:
+        metrics dict (steps, final loss, minutes, demonstrations, frames).
+
+    Raises:
+        World2ActError: bad dataset/config, or an ``out`` folder in use without resume/overwrite.
+    """
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    from world2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig, FlowPolicyNet
+    from world2act.policies.normalizer import Normalizer
+    from world2act.utils.io import prepare_out_dir, read_json, write_json
+    from world2act.utils.manifest import write_manifest
+    from world2act.utils.seeding import seed_everything, set_torch_threads
+
+    if not cfg.dataset and demos is None:
+        raise World2ActError("train-base: --dataset is required")
+    started = time.time()
+    out = Path(out)
+    if demos is None:  # validate input before touching out
+        demos = load_demos(cfg.dataset, cfg.cameras, cfg.episodes_per_task)
+    out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    set_torch_threads(cfg.threads or None)
+    seed_everything(cfg.seed)
+    cams = tuple(demos.images)
+    H, W = next(iter(demos.images.values())).shape[1:3]
+    pcfg = FlowPolicyConfig(benchmark=demos.benchmark, action_dim=int(demos.actions.shape[1]),
+                            state_dim=int(demos.states.shape[1]), chunk_size=cfg.chunk_size, cameras=cams,
+                            image_size=(int(H), int(W)), d_model=cfg.d_model, enc_layers=cfg.enc_layers,
+                            dec_layers=cfg.dec_layers, flow_steps=cfg.flow_steps)
+    normalizer = Normalizer.fit_arrays({"observation.state": demos.states, "action": demos.actions})
+    net = FlowPolicyNet(pcfg).to(device)
+    ema = FlowPolicyNet(pcfg).to(device)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    policy = FlowPolicy(pcfg, normalizer, ema, device=device)
+    lang_all = policy.embed_tasks(demos.tasks)  # [n_tasks, 384]
+
+    ckpt = out / CKPT
+    start_step, prev_elapsed = 0, 0.0
+    if resume and (ckpt / "state.json").is_file():
+        st = read_json(ckpt / "state.json")
+        try:
+            net.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+            ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        except Exception as e:  # noqa: BLE001
+            raise World2ActError(f"{ckpt}: cannot resume, checkpoint does not fit this config ({type(e).__name__}: {e})") from None
+        start_step, prev_elapsed = int(st["step"]), float(st.get("elapsed_s", 0.0))
+        log.info("resuming from step %d", start_step)
+
+    K = cfg.chunk_size
+    curve: list[dict] = []
+    curve_path = out / "curve.json"
+    if resume and curve_path.is_file():
+        curve = [c for c in read_json(curve_path) if c["step"] < start_step]
+    t0 = time.time()
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+    step = start_step
+    loss_ema = None
+    net.train()
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="train-base", unit="step")
+    stopped = "steps"
+    try:
+        while step < cfg.steps:
+            if prev_elapsed + time.time() - t0 > budget_s:
+                stopped = "max_minutes"
+                break
+            rng = np.random.default_rng([cfg.seed, step])
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            b = sample_batch(demos, rng.integers(0, len(demos), cfg.batch_size), K)
+            from world2act.policies.flow_policy import images_to_tensor
+
+            imgs = [random_shift(images_to_tensor(b["images"][c], pcfg.image_size, device), cfg.augment_shift, gen)
+                    for c in cams]
+            state = normalizer.normalize("observation.state", torch.from_numpy(b["states"]).to(device))
+            acts = normalizer.normalize("action", torch.from_numpy(b["actions"]).to(device))
+            lang = lang_all[torch.from_numpy(b["task_index"])]
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            loss = net.loss(net.encode(imgs, state, lang), acts, mask=torch.from_numpy(b["mask"]).to(device),
+                            generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():
+                d = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_decay > 0 else 0.0
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.mul_(d).add_(pn.detach(), alpha=1 - d)
+                for be, bn in zip(ema.buffers(), net.buffers()):
+                    be.copy_(bn)
+            step += 1
+            lv = float(loss.detach())
+            loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+            bar.update(1)
+            if step % 25 == 0:
+                bar.set_postfix(loss=f"{loss_ema:.4f}")
+                curve.append({"step": step, "loss": loss_ema, "lr": _lr_at(step - 1, cfg),
+                              "elapsed_s": round(prev_elapsed + time.time() - t0, 1)})
+            if step % cfg.save_every == 0:
+                _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0)
+                write_json(curve_path, curve)
+    except KeyboardInterrupt:
+        _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0)
+        write_json(curve_path, curve)
+        log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
+        raise
+    finally:
+        bar.close()
+    elapsed = prev_elapsed + time.time() - t0
+    _save_checkpoint(ckpt, net, ema, opt, step, elapsed)
+    write_json(curve_path, curve)
+    metrics = {"steps": step, "stopped_by": stopped, "final_loss": loss_ema, "train_minutes": round(elapsed / 60, 2),
+               "demonstrations": demos.episodes, "frames": len(demos), "tasks": demos.tasks,
+               "threads": torch.get_num_threads(), "params": sum(p.numel() for p in net.parameters())}
+    policy.save(out, extra_config={"dataset": str(cfg.dataset), **{k: v for k, v in metrics.items() if k != "tasks"}})
+    write_json(out / "metrics.json", metrics)
+    write_manifest(out, stage="train-base", config=cfg, inputs={"dataset": str(cfg.dataset)}, metrics=metrics,
+                   started=started)
+    log.info("base policy saved to %s (%d steps, %.1f min, loss %.4f)", out, step, elapsed / 60, loss_ema or float("nan"))
+    return metrics
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="LeRobot dataset folder (from `world2act collect`)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default 4000)")
+    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-4)")
+    p.add_argument("--max-minutes", type=float, help="stop and save after this many minutes (default: no limit)")
+    p.add_argument("--episodes-per-task", type=int, help="use at most N demonstrations per task (default all)")
+    p.add_argument("--chunk-size", type=int, help="actions per chunk K (default 8)")
+    p.add_argument("--threads", type=int, help="torch threads (default all cores)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def main(args: argparse.Namespace) -> int:
+    from world2act.utils.config import load_config
+    from world2act.utils.seeding import resolve_device
+
+    if not args.out:
+        raise World2ActError("train-base: --out is required (the policy folder to write)")
+    cfg = load_config(TrainBaseConfig, args.config, args.overrides, dataset=args.dataset, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
+                      episodes_per_task=args.episodes_per_task, chunk_size=args.chunk_size, threads=args.threads,
+                      seed=args.seed)
+    m = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite)
+    print(f"base policy: {args.out} ({m['steps']} steps, {m['train_minutes']} min, {m['demonstrations']} demos)")
+    return 0
