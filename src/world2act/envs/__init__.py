@@ -1,0 +1,224 @@
+"""Environment registry: one entry point over LIBERO and Meta-World.
+
+Everything here validates its input *before* a simulator starts, so a typo in ``--tasks`` or
+``--cameras`` fails in milliseconds with a one-line :class:`world2act.World2ActError` that lists
+the valid choices.
+
+Seeds (one place for the whole project): random resets used for demonstrations, Stage-2
+post-training and evaluation are drawn from disjoint ranges, see :data:`SEED_RANGES` and
+:func:`seed_for`. LIBERO's 50 official init states are reserved for evaluation; demonstrations
+and post-training use seeded random resets only.
+"""
+from __future__ import annotations
+
+import os
+
+# Offscreen MuJoCo rendering must be chosen before mujoco is first imported (also in workers).
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from world2act import World2ActError  # noqa: E402
+from world2act.envs.base import ManipulationEnv, TaskInfo  # noqa: E402
+
+BENCHMARKS: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "metaworld")
+"""Benchmark names accepted by every command (``--benchmark``)."""
+
+LIBERO_CAMERAS: tuple[str, ...] = ("agentview", "wrist")
+METAWORLD_CAMERAS: tuple[str, ...] = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")
+"""Meta-World cameras that :meth:`MetaWorldEnv.render` accepts (first two are the defaults)."""
+
+SEED_RANGES: dict[str, range] = {
+    "demos": range(0, 1_000_000),
+    "posttrain": range(1_000_000, 2_000_000),
+    "eval": range(2_000_000, 3_000_000),
+}
+"""Disjoint reset-seed ranges: ``demos`` (``world2act collect``), ``posttrain`` (Stage 2 initial
+states) and ``eval`` (Meta-World evaluation; LIBERO evaluation uses the official init states).
+Use :func:`seed_for` rather than raw numbers."""
+
+_SEEDS_PER_TASK = 10_000
+
+
+def seed_for(purpose: str, task_index: int, i: int) -> int:
+    """The ``i``-th reset seed for the ``task_index``-th task of a run, for ``purpose``.
+
+    ``seed = SEED_RANGES[purpose].start + 10_000 * task_index + i``: tasks never share seeds and
+    the purposes never overlap.
+
+    Raises:
+        World2ActError: unknown purpose, or ``i`` / ``task_index`` out of range.
+    """
+    if purpose not in SEED_RANGES:
+        raise World2ActError(f"unknown seed purpose {purpose!r}; valid: {', '.join(SEED_RANGES)}")
+    if not 0 <= i < _SEEDS_PER_TASK:
+        raise World2ActError(f"seed index {i} out of range [0, {_SEEDS_PER_TASK}) for {purpose}")
+    s = SEED_RANGES[purpose].start + _SEEDS_PER_TASK * int(task_index) + int(i)
+    if s not in SEED_RANGES[purpose]:
+        raise World2ActError(f"task index {task_index} too large for the {purpose} seed range")
+    return s
+
+
+def _check_benchmark(benchmark: str) -> None:
+    if benchmark not in BENCHMARKS:
+        raise World2ActError(f"unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}")
+
+
+def available_cameras(benchmark: str) -> tuple[str, ...]:
+    """All camera names ``benchmark`` can render.
+
+    Raises:
+        World2ActError: unknown benchmark.
+    """
+    _check_benchmark(benchmark)
+    return METAWORLD_CAMERAS if benchmark == "metaworld" else LIBERO_CAMERAS
+
+
+def default_cameras(benchmark: str) -> tuple[str, ...]:
+    """The two default cameras: third-person view first, wrist / gripper view second.
+
+    LIBERO: ``("agentview", "wrist")``; Meta-World: ``("corner2", "gripperPOV")``.
+    """
+    return available_cameras(benchmark)[:2]
+
+
+def check_cameras(benchmark: str, cameras) -> tuple[str, ...]:
+    """Validate camera names (a list or a comma-separated string); None → defaults.
+
+    Raises:
+        World2ActError: an unknown camera (lists valid ones) or an empty list.
+    """
+    valid = available_cameras(benchmark)
+    if cameras is None:
+        return default_cameras(benchmark)
+    if isinstance(cameras, str):
+        cameras = [c.strip() for c in cameras.split(",") if c.strip()]
+    cameras = tuple(cameras)
+    if not cameras:
+        raise World2ActError(f"--cameras: no camera given; valid for {benchmark}: {', '.join(valid)}")
+    bad = [c for c in cameras if c not in valid]
+    if bad:
+        raise World2ActError(f"--cameras: unknown camera {bad[0]!r} for {benchmark}; valid: {', '.join(valid)}")
+    return cameras
+
+
+def list_tasks(benchmark: str) -> list[TaskInfo]:
+    """Every task of ``benchmark`` (no simulator is started).
+
+    LIBERO: task ids ``0..n-1`` of the suite with their BDDL language; Meta-World: the 50 v3 env
+    names (sorted) with instructions from :mod:`world2act.envs.metaworld_instructions`.
+
+    Raises:
+        World2ActError: unknown benchmark.
+    """
+    _check_benchmark(benchmark)
+    if benchmark == "metaworld":
+        from world2act.envs.metaworld_instructions import INSTRUCTIONS
+
+        return [TaskInfo("metaworld", name, name, INSTRUCTIONS[name]) for name in sorted(INSTRUCTIONS)]
+    from world2act.envs.libero import libero_tasks
+
+    out = []
+    for t in libero_tasks(benchmark):
+        if isinstance(t, TaskInfo):
+            out.append(t)
+        elif isinstance(t, dict):
+            out.append(TaskInfo(benchmark, t["task_id"], t["name"], t["instruction"]))
+        else:  # (task_id, name, instruction)
+            out.append(TaskInfo(benchmark, *t))
+    return out
+
+
+def resolve_tasks(benchmark: str, spec) -> list:
+    """Parse a task selection into task ids.
+
+    Args:
+        benchmark: one of :data:`BENCHMARKS`.
+        spec: ``"all"``; a comma-separated string (``"0,1"`` for LIBERO ids, ``"pick-place-v3,
+            door-open-v3"`` for Meta-World); or a list of ids / names.
+
+    Returns:
+        LIBERO: list of int task ids; Meta-World: list of env names. Order kept, duplicates removed.
+
+    Raises:
+        World2ActError: unknown benchmark, empty selection, or an unknown task (lists valid ones).
+    """
+    tasks = list_tasks(benchmark)
+    ids = [t.task_id for t in tasks]
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return ids
+        items = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        items = list(spec)
+    if not items:
+        raise World2ActError(f"--tasks: no task given for {benchmark}")
+    out = []
+    for item in items:
+        if benchmark == "metaworld":
+            key = str(item)
+            if key not in ids and f"{key}-v3" in ids:
+                key = f"{key}-v3"
+            if key not in ids:
+                raise World2ActError(f"--tasks: unknown Meta-World task {item!r}; valid: {', '.join(ids)}")
+        else:
+            try:
+                key = int(item)
+            except (TypeError, ValueError):
+                key = None
+            if key not in ids:
+                raise World2ActError(f"--tasks: unknown {benchmark} task {item!r}; valid ids: 0..{len(ids) - 1} or 'all'")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def task_info(benchmark: str, task_id) -> TaskInfo:
+    """The :class:`TaskInfo` of one task (validated as in :func:`resolve_tasks`)."""
+    tid = resolve_tasks(benchmark, [task_id])[0]
+    return next(t for t in list_tasks(benchmark) if t.task_id == tid)
+
+
+def step_budget(benchmark: str, task_id=None) -> int:
+    """Control steps allowed per episode: LIBERO suite budget (spatial 220, object 280, goal 300,
+    libero_10 520, libero_90 400), Meta-World 500."""
+    _check_benchmark(benchmark)
+    if benchmark == "metaworld":
+        return 500
+    try:
+        from world2act.envs.libero import STEP_BUDGETS
+
+        return int(STEP_BUDGETS[benchmark])
+    except ImportError:
+        return {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}[benchmark]
+
+
+def make_env(benchmark: str, task_id, *, camera_size: tuple[int, int] = (64, 64), cameras=None) -> ManipulationEnv:
+    """Build one environment (starts the simulator).
+
+    Args:
+        benchmark: one of :data:`BENCHMARKS`.
+        task_id: LIBERO task id (int or digit string) or Meta-World env name.
+        camera_size: default render size ``(H, W)``.
+        cameras: cameras to render by default (None → :func:`default_cameras`).
+
+    Raises:
+        World2ActError: unknown benchmark, task or camera — before the simulator starts.
+    """
+    cams = check_cameras(benchmark, cameras)
+    tid = resolve_tasks(benchmark, [task_id])[0]
+    size = tuple(int(x) for x in camera_size)
+    if len(size) != 2 or min(size) <= 0:
+        raise World2ActError(f"camera size must be (H, W) > 0, got {camera_size}")
+    if benchmark == "metaworld":
+        from world2act.envs.metaworld import MetaWorldEnv
+
+        return MetaWorldEnv(tid, camera_size=size, cameras=cams)
+    from world2act.envs.libero import LiberoEnv
+
+    return LiberoEnv(benchmark, tid, camera_size=size, cameras=cams)
+
+
+__all__ = [
+    "BENCHMARKS", "SEED_RANGES", "ManipulationEnv", "TaskInfo", "available_cameras", "check_cameras",
+    "default_cameras", "list_tasks", "make_env", "resolve_tasks", "seed_for", "step_budget", "task_info",
+]

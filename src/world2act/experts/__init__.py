@@ -1,0 +1,57 @@
+"""Scripted demonstrators (privileged simulator state) for LIBERO and Meta-World.
+
+``make_expert(env)`` picks the right one; every expert follows :class:`Expert`.
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from world2act import World2ActError
+
+
+@runtime_checkable
+class Expert(Protocol):
+    """A scripted policy bound to one environment.
+
+    ``reset()`` is called after ``env.reset(...)``; ``act()`` returns the next action ``[A]``
+    float32 in [-1, 1] from the env's current privileged state.
+    """
+
+    def reset(self) -> None: ...
+
+    def act(self) -> np.ndarray: ...
+
+
+def supported_tasks(benchmark: str) -> list:
+    """Task ids of ``benchmark`` that have a scripted expert."""
+    if benchmark == "metaworld":
+        from world2act.experts.metaworld_expert import supported_metaworld_tasks
+
+        return supported_metaworld_tasks()
+    from world2act.experts.libero_expert import supported_libero_tasks
+
+    return list(supported_libero_tasks(benchmark))
+
+
+def make_expert(env, seed: int = 0) -> Expert:
+    """The scripted expert for ``env`` (a :class:`~world2act.envs.base.ManipulationEnv`).
+
+    Raises:
+        World2ActError: no expert exists for the env's task (the message lists supported tasks).
+    """
+    if env.benchmark == "metaworld":
+        from world2act.experts.metaworld_expert import MetaWorldExpert
+
+        return MetaWorldExpert(env, seed=seed)
+    from world2act.experts.libero_expert import LiberoExpert, supported_libero_tasks
+
+    supported = list(supported_libero_tasks(env.benchmark))
+    if env.task_id not in supported:
+        raise World2ActError(f"no scripted expert for {env.benchmark} task {env.task_id} ({env.task_name}); "
+                             f"supported task ids: {supported}")
+    return LiberoExpert(env, seed=seed)
+
+
+__all__ = ["Expert", "make_expert", "supported_tasks"]

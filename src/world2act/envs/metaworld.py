@@ -1,0 +1,244 @@
+"""Meta-World v3 behind the :class:`~world2act.envs.base.ManipulationEnv` interface.
+
+Design (measured on 2 CPU cores, see ``docs/envs.md``):
+- The task class is built directly (``metaworld.env_dict.ALL_V3_ENVIRONMENTS``) with the goal
+  observable and a *seeded* random layout: ``reset(seed=s)`` seeds the env's generator and
+  draws the object/goal layout from it, so the same seed always gives the same scene. This is
+  what ``gym.make('Meta-World/MT1', seed=s)`` does, minus its 50 pre-sampled goals (≈1 s).
+- Stepping never renders. :meth:`render` draws chosen cameras by name with a cached
+  ``mujoco.Renderer`` per size, shadows off (3–4× cheaper under software rendering).
+- The ``corner*`` cameras are mounted upside down (their up-axis points down); their images are
+  rotated by 180° so every image comes out upright.
+- :meth:`get_sim_state` = ``[n, layout vector (n), MuJoCo full physics state]``, so a stored
+  state restores the scene exactly, even in an env that was reset to another seed.
+
+Meta-World has no official init states: ``reset(init_state_index=...)`` raises ValueError.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np  # noqa: E402
+
+from world2act import World2ActError  # noqa: E402
+from world2act.envs.base import ManipulationEnv  # noqa: E402
+from world2act.envs.metaworld_instructions import INSTRUCTIONS  # noqa: E402
+
+ALL_CAMERAS = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")
+_UPSIDE_DOWN = frozenset({"corner", "corner2", "corner3", "corner4"})
+
+
+class MetaWorldEnv(ManipulationEnv):
+    """One Meta-World v3 task (Sawyer arm, 80 Hz control).
+
+    Args:
+        task_name: a v3 env name, e.g. ``"pick-place-v3"`` (see ``INSTRUCTIONS``).
+        camera_size: default ``(H, W)`` of :meth:`observe`.
+        cameras: default cameras for :meth:`observe` (any of ``ALL_CAMERAS``).
+
+    Action ``[4]``: xyz hand displacement (×1 cm per unit, clipped to [-1, 1]) and gripper effort
+    (+1 close, -1 open). State ``[4]``: hand position (m, 3) and normalised finger gap (1 open).
+
+    Raises:
+        World2ActError: unknown task or camera (before the simulator starts).
+    """
+
+    benchmark = "metaworld"
+    action_dim = 4
+    state_dim = 4
+    max_steps = 500
+    settle_steps = 0
+    control_hz = 80.0
+    num_init_states = 0
+
+    def __init__(self, task_name: str, *, camera_size: tuple[int, int] = (64, 64),
+                 cameras: tuple[str, ...] | list[str] = ("corner2", "gripperPOV")) -> None:
+        if task_name not in INSTRUCTIONS:
+            raise World2ActError(f"unknown Meta-World task {task_name!r}; valid: {', '.join(sorted(INSTRUCTIONS))}")
+        self._check_cams(cameras)
+        self.task_name = task_name
+        self.task_id = task_name
+        self.instruction = INSTRUCTIONS[task_name]
+        self.cameras = tuple(cameras)
+        self.camera_size = (int(camera_size[0]), int(camera_size[1]))
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self._mj = mujoco
+        env = ALL_V3_ENVIRONMENTS[task_name]()
+        env._partially_observable = False  # goal position in obs[-3:] (the experts need it)
+        if "sawyer_observation_space" in env.__dict__:
+            del env.sawyer_observation_space  # cached with a zero goal box: recompute
+        env._set_task_called = True
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True  # layouts come from env.np_random (seeded in reset)
+        env.max_path_length = 10**9  # budgets are enforced by callers (max_steps); never raise
+        env.model.light_castshadow[:] = 0
+        self._env = env
+        self._renderers: dict[tuple[int, int], Any] = {}
+        self._obs: np.ndarray | None = None
+        self._success = False
+        self._has_reset = False
+
+    # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _check_cams(cameras) -> None:
+        bad = [c for c in cameras if c not in ALL_CAMERAS]
+        if bad:
+            raise ValueError(f"unknown Meta-World camera {bad[0]!r}; valid: {', '.join(ALL_CAMERAS)}")
+
+    def _need_reset(self) -> None:
+        if not self._has_reset:
+            raise RuntimeError(f"{self.task_name}: call reset(seed=...) first")
+
+    def _eval_success(self, action: np.ndarray) -> bool:
+        env = self._env
+        prev = env._prev_obs.copy()
+        obs = env._get_obs()
+        env._prev_obs = prev
+        obs = np.clip(obs, env.sawyer_observation_space.low, env.sawyer_observation_space.high)
+        self._obs = obs
+        _, info = env.evaluate_state(obs, action)
+        return bool(info["success"])
+
+    # ----------------------------------------------------------------- interface
+    def reset(self, *, seed: int | None = None, init_state_index: int | None = None) -> None:
+        """Reset to the random layout drawn from ``seed``.
+
+        Raises:
+            ValueError: ``init_state_index`` given (Meta-World has no official init states) or
+                no seed.
+        """
+        if init_state_index is not None:
+            raise ValueError("Meta-World has no official init states: use reset(seed=...)")
+        if seed is None:
+            raise ValueError("Meta-World reset needs a seed")
+        env = self._env
+        env.seed(int(seed))
+        env._freeze_rand_vec = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obs, _ = env.reset()
+        self._obs = np.asarray(obs, dtype=np.float64)
+        self._success = False
+        self._has_reset = True
+
+    def step(self, action: np.ndarray) -> None:
+        """Apply one action ``[4]`` (clipped to [-1, 1]) for one control step (5 physics steps)."""
+        self._need_reset()
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        if a.shape != (4,):
+            raise ValueError(f"Meta-World action must have 4 values, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("Meta-World action contains NaN or inf")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obs, _, _, _, info = self._env.step(a.astype(np.float32))
+        self._obs = np.asarray(obs, dtype=np.float64)
+        self._success = bool(info["success"])
+
+    def proprio(self) -> np.ndarray:
+        """``[4]`` float32: hand position (m, 3), normalised finger gap."""
+        self._need_reset()
+        return self._obs[:4].astype(np.float32)
+
+    def gripper_width(self) -> float:
+        """Normalised finger gap (1.0 open, ≈0.26 closed on nothing, ≈0.4 on the puck)."""
+        self._need_reset()
+        return float(self._obs[3])
+
+    def render(self, cameras=None, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Render ``cameras`` (default: the env's cameras) at ``size=(H, W)``; upright uint8 ``[H, W, 3]``.
+
+        Raises:
+            ValueError: unknown camera name (lists the valid ones).
+        """
+        self._need_reset()
+        cameras = self.cameras if cameras is None else tuple(cameras)
+        self._check_cams(cameras)
+        H, W = self.camera_size if size is None else (int(size[0]), int(size[1]))
+        r = self._renderers.get((H, W))
+        if r is None:
+            r = self._mj.Renderer(self._env.model, H, W)
+            self._renderers[(H, W)] = r
+        out = {}
+        for cam in cameras:
+            r.update_scene(self._env.data, camera=cam)
+            img = r.render()
+            out[cam] = np.ascontiguousarray(img[::-1, ::-1]) if cam in _UPSIDE_DOWN else img.copy()
+        return out
+
+    def is_success(self) -> bool:
+        """Meta-World's ``info["success"]`` of the last step (or of the restored state)."""
+        return self._success
+
+    def get_sim_state(self) -> np.ndarray:
+        """``[1 + n + M]`` float64: n, the layout vector (n values), MuJoCo full physics state."""
+        self._need_reset()
+        mj = self._mj
+        env = self._env
+        rv = np.asarray(env._last_rand_vec, dtype=np.float64).reshape(-1)
+        spec = mj.mjtState.mjSTATE_FULLPHYSICS
+        phys = np.empty(mj.mj_stateSize(env.model, spec), dtype=np.float64)
+        mj.mj_getState(env.model, env.data, phys, spec)
+        return np.concatenate([[float(rv.size)], rv, phys])
+
+    def set_sim_state(self, state: np.ndarray) -> None:
+        """Restore a :meth:`get_sim_state` vector (re-lays out the scene if its layout differs).
+
+        Raises:
+            ValueError: the vector does not fit this task.
+        """
+        mj = self._mj
+        env = self._env
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        spec = mj.mjtState.mjSTATE_FULLPHYSICS
+        n = int(state[0]) if state.size else -1
+        nphys = mj.mj_stateSize(env.model, spec)
+        if n < 0 or state.size != 1 + n + nphys:
+            raise ValueError(f"{self.task_name}: sim state has {state.size} values, expected 1 + n + {nphys}")
+        rv = state[1:1 + n]
+        cur = None if env._last_rand_vec is None else np.asarray(env._last_rand_vec).reshape(-1)
+        if not self._has_reset or cur is None or cur.shape != rv.shape or not np.array_equal(cur, rv):
+            env._last_rand_vec = rv.copy()
+            env._freeze_rand_vec = True
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                env.reset()
+            env._freeze_rand_vec = False
+            self._has_reset = True
+        mj.mj_setState(env.model, env.data, state[1 + n:], spec)
+        mj.mj_forward(env.model, env.data)
+        self._success = self._eval_success(np.zeros(4))
+
+    def privileged(self) -> dict[str, Any]:
+        """``obs``: Meta-World's 39-D observation (hand 3, gap 1, objects 14, previous 18, goal 3);
+        ``goal``: goal position ``[3]``; ``layout``: the seeded layout vector."""
+        self._need_reset()
+        return {"obs": self._obs.copy(), "goal": self._obs[-3:].copy(),
+                "layout": np.asarray(self._env._last_rand_vec).copy()}
+
+    def close(self) -> None:
+        for r in self._renderers.values():
+            try:
+                r.close()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+        self._renderers.clear()
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __del__(self) -> None:  # renderers hold GL contexts
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
