@@ -1,0 +1,459 @@
+"""The world model: Cosmos-Predict2 Video2World (diffusers components) with our training/latents API.
+
+Paper Sec. 3.3 (skill-compositional inference) and appendix A (Cosmos-Predict2 backbone). The
+components are diffusers' ``CosmosTransformer3DModel`` (denoiser), ``AutoencoderKLWan`` (causal
+video VAE: 8x space, 4x time) and ``FlowMatchEulerDiscreteScheduler`` with the Karras sigma
+schedule that ``Cosmos2VideoToWorldPipeline`` uses.
+
+Noise parameterisation (identical to ``Cosmos2VideoToWorldPipeline``): with normalised latents
+``x0`` and EDM noise level ``sigma``, the flow-matching time is ``t = sigma / (1 + sigma)``, the
+transformer sees ``z_t = (1 - t) x0 + t eps`` (and the clean conditioning latent frame 0 with
+time ``t_cond = 1e-4 / (1 + 1e-4)`` and ``condition_mask = 1``) and predicts the velocity
+``v = eps - x0``; the denoiser's clean estimate is ``x0_hat = z_t - t v``. Training minimises
+``|| v_hat - (eps - x0) ||^2`` over the non-conditioning latent frames (rectified flow).
+
+Latent layout returned by the public API: ``[B, T', C, H', W']`` (time first); diffusers'
+internal layout ``[B, C, T', H', W']`` is used inside. Latents are normalised with the VAE's
+``latents_mean``/``latents_std`` (the pipeline's ``output_type="latent"`` convention).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from world2act import World2ActError
+from world2act.worldmodel.configs import WorldModelConfig, get_config
+
+CONFIG_NAME = "config.json"
+MARKER = "world2act.WorldModel"
+
+
+def _scheduler(cfg: WorldModelConfig):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    s = FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True)
+    s.register_to_config(sigma_max=cfg.sigma_max, sigma_min=cfg.sigma_min, sigma_data=1.0,
+                         final_sigmas_type="sigma_min")
+    return s
+
+
+def build_transformer(cfg: WorldModelConfig):
+    """A freshly initialised ``CosmosTransformer3DModel`` for ``cfg`` (``in_channels = C + 1``)."""
+    from diffusers import CosmosTransformer3DModel
+
+    return CosmosTransformer3DModel(
+        in_channels=cfg.latent_channels + 1, out_channels=cfg.latent_channels, num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim, num_layers=cfg.num_layers, mlp_ratio=cfg.mlp_ratio,
+        text_embed_dim=cfg.text_embed_dim, adaln_lora_dim=cfg.adaln_lora_dim, max_size=cfg.max_size,
+        patch_size=cfg.patch_size, rope_scale=cfg.rope_scale, concat_padding_mask=cfg.concat_padding_mask,
+        extra_pos_embed_type=None)
+
+
+def build_vae(cfg: WorldModelConfig):
+    """A freshly initialised ``AutoencoderKLWan`` (4x temporal, 8x spatial, identity normalisation)."""
+    from diffusers import AutoencoderKLWan
+
+    c = cfg.latent_channels
+    return AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=c, dim_mult=list(cfg.vae_dim_mult),
+                            num_res_blocks=cfg.vae_num_res_blocks, temperal_downsample=[False, True, True],
+                            latents_mean=[0.0] * c, latents_std=[1.0] * c)
+
+
+class WorldModel(nn.Module):
+    """Cosmos-Predict2 Video2World world model (Skill-WM or Base-WM, paper Sec. 3.3, 5.3).
+
+    Attributes:
+        config: the :class:`WorldModelConfig` (``num_frames``, ``frame_stride``, ``image_size``
+            per view, ``cameras``, ``layout``, ``fps``, ``latent_channels``, ``latent_size``).
+        transformer: ``CosmosTransformer3DModel``; vae: ``AutoencoderKLWan``; scheduler:
+            ``FlowMatchEulerDiscreteScheduler`` (Karras sigmas, as the pipeline sets it).
+        prompt_windows: optional ``{prompt: typical number of clips}`` learned from training
+            data (used by ``imagine`` to give long skills several clips).
+    """
+
+    def __init__(self, config: WorldModelConfig, transformer=None, vae=None, scheduler=None):
+        super().__init__()
+        self.config = config
+        self.transformer = transformer if transformer is not None else build_transformer(config)
+        self.vae = vae if vae is not None else build_vae(config)
+        self.scheduler = scheduler if scheduler is not None else _scheduler(config)
+        self.prompt_windows: dict[str, int] = {}
+        self._t5 = None
+
+    # ------------------------------------------------------------------ construction / files
+    @classmethod
+    def from_config(cls, name_or_config="tiny", **overrides) -> "WorldModel":
+        """A randomly initialised model from a preset name (``tiny``, ``small``,
+        ``cosmos-predict2-2b``), a dict or a :class:`WorldModelConfig`."""
+        return cls(get_config(name_or_config, **overrides))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return self.config.latent_size
+
+    def save(self, path: str | os.PathLike, *, save_vae: bool = True) -> None:
+        """Write the diffusers folder layout: ``config.json`` (our config), ``model_index.json``,
+        ``transformer/``, ``vae/``, ``scheduler/`` (safetensors weights)."""
+        from diffusers import __version__ as dv
+
+        from world2act.utils.io import write_json
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        if save_vae:
+            self.vae.save_pretrained(path / "vae", safe_serialization=True)
+        self.scheduler.save_pretrained(path / "scheduler")
+        write_json(path / "model_index.json", {
+            "_class_name": "Cosmos2VideoToWorldPipeline", "_diffusers_version": dv,
+            "transformer": ["diffusers", "CosmosTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": [None, None],
+            "tokenizer": [None, None], "safety_checker": [None, None]})
+        write_json(path / CONFIG_NAME, {"_class": MARKER, "config": self.config.to_dict(),
+                                        "prompt_windows": self.prompt_windows})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu", *, config: str | None = None) -> "WorldModel":
+        """Load a world model folder written by :meth:`save`, or a diffusers Cosmos-Predict2
+        Video2World folder (``model_index.json`` + ``transformer/`` + ``vae/``; then ``config``
+        names the preset, default ``cosmos-predict2-2b``).
+
+        Raises:
+            World2ActError: ``path`` is not a folder, or is not a world model (names what is missing).
+        """
+        from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+
+        from world2act.utils.io import read_json
+
+        path = Path(path)
+        if not path.is_dir():
+            raise World2ActError(f"{path}: world-model folder not found")
+        missing = []
+        ours = (path / CONFIG_NAME).is_file() and read_json(path / CONFIG_NAME).get("_class") == MARKER
+        if not ours and not (path / "model_index.json").is_file():
+            missing.append(f"{CONFIG_NAME} (world2act world-model config) or model_index.json (diffusers pipeline)")
+        for sub in ("transformer", "vae"):
+            if not (path / sub / "config.json").is_file():
+                missing.append(f"{sub}/config.json")
+            if not any((path / sub).glob("*.safetensors")) if (path / sub).is_dir() else True:
+                missing.append(f"{sub}/*.safetensors")
+        if missing:
+            raise World2ActError(f"{path}: not a world-model folder; missing {', '.join(missing)}")
+        prompt_windows = {}
+        if ours:
+            meta = read_json(path / CONFIG_NAME)
+            cfg = WorldModelConfig.from_dict(meta["config"])
+            prompt_windows = meta.get("prompt_windows", {})
+        else:
+            cfg = get_config(config or "cosmos-predict2-2b")
+        try:
+            transformer = CosmosTransformer3DModel.from_pretrained(path / "transformer")
+            vae = AutoencoderKLWan.from_pretrained(path / "vae")
+        except (OSError, ValueError, RuntimeError) as e:
+            raise World2ActError(f"{path}: cannot load world-model weights ({str(e).splitlines()[0]})") from None
+        tc = transformer.config
+        if tc.in_channels != cfg.latent_channels + 1 or vae.config.z_dim != cfg.latent_channels:
+            raise World2ActError(f"{path}: transformer in_channels={tc.in_channels} / VAE z_dim={vae.config.z_dim} "
+                                 f"do not match latent_channels={cfg.latent_channels} in the config")
+        model = cls(cfg, transformer, vae, _scheduler(cfg))
+        model.prompt_windows = {str(k): int(v) for k, v in prompt_windows.items()}
+        model._path = path
+        return model.to(device).eval()
+
+    # ------------------------------------------------------------------ text
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        """Prompt token embeddings ``[B, L, D]`` (padding zeroed; D = ``text_embed_dim``).
+
+        ``minilm``: all-MiniLM-L6-v2 token embeddings (offline). ``t5``: T5 encoder from the
+        loaded folder's ``text_encoder/`` + ``tokenizer/`` if present.
+
+        Raises:
+            World2ActError: empty/missing prompts, or T5 needed but not available locally.
+        """
+        if not prompts or any((not isinstance(p, str)) or not p.strip() for p in prompts):
+            raise World2ActError(f"prompts must be non-empty strings, got {prompts!r}")
+        if self.config.text_encoder == "minilm":
+            from world2act.text import get_text_encoder
+
+            emb, _ = get_text_encoder(self.config.text_max_length).tokens(list(prompts))
+            return emb.to(self.device)
+        return self._t5_embeds(prompts)
+
+    def _t5_embeds(self, prompts: list[str]) -> torch.Tensor:
+        root = getattr(self, "_path", None)
+        if self._t5 is None:
+            if root is None or not (Path(root) / "text_encoder").is_dir() or not (Path(root) / "tokenizer").is_dir():
+                raise World2ActError("this world model uses T5 text embeddings but no text_encoder/ and tokenizer/ "
+                                     "folders are available; pass prompt_embeds [B, L, 1024] computed elsewhere")
+            from transformers import AutoTokenizer, T5EncoderModel
+
+            self._t5 = (AutoTokenizer.from_pretrained(Path(root) / "tokenizer"),
+                        T5EncoderModel.from_pretrained(Path(root) / "text_encoder").to(self.device).eval())
+        tok, enc = self._t5
+        t = tok(list(prompts), padding="max_length", max_length=self.config.text_max_length, truncation=True,
+                return_tensors="pt")
+        mask = t.attention_mask.bool().to(self.device)
+        with torch.no_grad():
+            emb = enc(t.input_ids.to(self.device), attention_mask=mask).last_hidden_state
+        return (emb * mask[..., None]).to(self.transformer.dtype)
+
+    # ------------------------------------------------------------------ video <-> latents
+    def check_video(self, video, where: str = "video") -> torch.Tensor:
+        """Validate and convert a stitched video to float ``[B, 3, T, H, W]`` in [-1, 1].
+
+        Accepts uint8 ``[B, T, H, W, 3]`` / ``[T, H, W, 3]`` (numpy or torch) or float in [-1, 1].
+
+        Raises:
+            World2ActError: wrong rank, channel count, resolution, or frame count (1 + 4n).
+        """
+        v = torch.as_tensor(np.asarray(video) if not torch.is_tensor(video) else video)
+        if v.ndim == 4:
+            v = v[None]
+        h, w = self.config.frame_size
+        if v.ndim != 5 or v.shape[-1] != 3:
+            raise World2ActError(f"{where}: expected [B, T, H, W, 3] RGB frames, got shape {tuple(v.shape)}")
+        if tuple(v.shape[2:4]) != (h, w):
+            raise World2ActError(f"{where}: frames are {v.shape[2]}x{v.shape[3]}, this world model takes {h}x{w} "
+                                 f"(views {self.config.image_size} stitched {self.config.layout})")
+        if (v.shape[1] - 1) % 4:
+            raise World2ActError(f"{where}: {v.shape[1]} frames; the causal VAE needs 1 + 4n frames")
+        v = v.to(self.device)
+        v = v.float() / 127.5 - 1.0 if v.dtype == torch.uint8 else v.float()
+        return v.permute(0, 4, 1, 2, 3).contiguous()
+
+    def _norm_stats(self, dtype=torch.float32):
+        c = self.config.latent_channels
+        mean = torch.tensor(self.vae.config.latents_mean, dtype=dtype, device=self.device).view(1, c, 1, 1, 1)
+        std = torch.tensor(self.vae.config.latents_std, dtype=dtype, device=self.device).view(1, c, 1, 1, 1)
+        return mean, std
+
+    def _encode_raw(self, video) -> torch.Tensor:
+        x = self.check_video(video).to(self.vae.dtype)
+        mean, std = self._norm_stats()
+        z = self.vae.encode(x).latent_dist.mode().float()
+        return (z - mean) / std  # [B, C, T', H', W']
+
+    @torch.no_grad()
+    def encode(self, video) -> torch.Tensor:
+        """Normalised latents ``[B, T', C, H', W']`` of a stitched video (uint8 ``[B, T, H, W, 3]``;
+        posterior mode)."""
+        return self._encode_raw(video).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """uint8 video ``[B, T, H, W, 3]`` (T = 4(T'-1)+1) from normalised latents ``[B, T', C, H', W']``
+        (or ``[T', C, H', W']`` -> ``[T, H, W, 3]``)."""
+        single = latents.ndim == 4
+        z = (latents[None] if single else latents).permute(0, 2, 1, 3, 4).to(self.device).float()
+        mean, std = self._norm_stats()
+        x = self.vae.decode((z * std + mean).to(self.vae.dtype)).sample.float()
+        v = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).cpu().numpy()
+        return v[0] if single else v
+
+    # ------------------------------------------------------------------ denoiser
+    def _t_cond(self) -> float:
+        s = self.config.sigma_conditioning
+        return s / (1.0 + s)
+
+    def velocity(self, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+                 num_cond: int = 1) -> torch.Tensor:
+        """Transformer velocity prediction ``[B, C, T', H', W']``.
+
+        Args:
+            z: noisy latents ``[B, C, T', H', W']`` whose first ``num_cond`` frames are the clean
+                conditioning latents.
+            t: flow-matching time ``[B]`` in [0, 1] for the generated frames.
+            embeds: text embeddings ``[B, L, D]``.
+        """
+        b, _, tl, h, w = z.shape
+        ind = torch.zeros(1, 1, tl, 1, 1, device=z.device, dtype=z.dtype)
+        ind[:, :, :num_cond] = 1.0
+        timestep = ind * self._t_cond() + (1 - ind) * t.view(b, 1, 1, 1, 1).to(z.dtype)
+        cond_mask = ind.expand(b, 1, tl, h, w)
+        fh, fw = self.config.frame_size
+        padding_mask = z.new_zeros(1, 1, fh, fw)
+        dtype = self.transformer.dtype
+        return self.transformer(hidden_states=z.to(dtype), timestep=timestep.to(dtype),
+                                encoder_hidden_states=embeds.to(dtype), fps=self.config.fps,
+                                condition_mask=cond_mask.to(dtype), padding_mask=padding_mask.to(dtype),
+                                return_dict=False)[0].float()
+
+    def flow_matching_loss(self, x0: torch.Tensor, embeds: torch.Tensor, t: torch.Tensor | None = None,
+                           noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                           p_mean: float = 0.0, p_std: float = 1.6, reduce: bool = True) -> torch.Tensor:
+        """Rectified-flow loss matching the pipeline's sampler (appendix A training).
+
+        Args:
+            x0: clean normalised latents ``[B, C, T', H', W']`` (frame 0 = conditioning frame).
+            embeds: ``[B, L, D]`` text embeddings (zeros = unconditional).
+            t: ``[B]`` flow time; default ``sigmoid(N(p_mean, p_std))`` (= log-normal EDM sigma).
+        Returns:
+            mean squared velocity error over latent frames ``>= 1`` (scalar, or ``[B]`` if not reduce).
+        """
+        b = x0.shape[0]
+        if t is None:
+            t = torch.sigmoid(p_mean + p_std * torch.randn(b, generator=generator, device=x0.device))
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+        tt = t.view(b, 1, 1, 1, 1)
+        z = (1 - tt) * x0 + tt * noise
+        z = torch.cat([x0[:, :, :1], z[:, :, 1:]], dim=2)
+        v = self.velocity(z, t, embeds)
+        err = (v[:, :, 1:] - (noise - x0)[:, :, 1:]).pow(2).mean(dim=(1, 2, 3, 4))
+        return err.mean() if reduce else err
+
+    @torch.no_grad()
+    def denoised_latents(self, video, prompts: list[str], sigma: float, seed: int = 0,
+                         prompt_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser's x0 prediction ``[B, T', C, H', W']`` for a ground-truth clip at noise ``sigma``.
+
+        This is what the authors' Stage 1 uses as the WM video latent (paper Sec. 4.1): encode
+        the clip, noise latent frames ``>= 1`` to EDM level ``sigma`` (``t = sigma/(1+sigma)``),
+        keep frame 0 clean as the conditioning frame, and return ``x0_hat = z_t - t v_hat``
+        (frame 0 = the clean conditioning latent).
+
+        Args:
+            video: stitched uint8 ``[B, T, H, W, 3]`` (or float in [-1, 1]), T = ``num_frames``
+                (any 1 + 4n works).
+            prompts: B prompt strings (ignored if ``prompt_embeds`` given).
+            sigma: EDM noise level >= 0 (0.0 -> t = 0; the sampler spans 0.002..80).
+        Raises:
+            World2ActError: bad video shape, prompt count mismatch, negative sigma.
+        """
+        if sigma < 0:
+            raise World2ActError(f"sigma must be >= 0, got {sigma}")
+        x0 = self._encode_raw(video)
+        b = x0.shape[0]
+        if prompt_embeds is None:
+            if len(prompts) != b:
+                raise World2ActError(f"{len(prompts)} prompts for {b} videos")
+            prompt_embeds = self.encode_prompts(prompts)
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        t = torch.full((b,), sigma / (1.0 + sigma), device=x0.device)
+        tt = t.view(b, 1, 1, 1, 1)
+        z = torch.cat([x0[:, :, :1], ((1 - tt) * x0 + tt * noise)[:, :, 1:]], dim=2)
+        v = self.velocity(z, t, prompt_embeds)
+        x0_hat = torch.cat([x0[:, :, :1], (z - tt * v)[:, :, 1:]], dim=2)
+        return x0_hat.permute(0, 2, 1, 3, 4)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, cond_latent: torch.Tensor, embeds: torch.Tensor, num_inference_steps: int | None = None,
+               guidance_scale: float | None = None, generator: torch.Generator | None = None,
+               neg_embeds: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+               progress: bool = False) -> torch.Tensor:
+        """Video2World sampling, step for step as ``Cosmos2VideoToWorldPipeline`` (Euler on the
+        Karras sigma schedule, clean conditioning frame, optional classifier-free guidance).
+
+        Args:
+            cond_latent: normalised conditioning latent ``[B, C, 1, H', W']``.
+            embeds: ``[B, L, D]``; neg_embeds: unconditional embeddings (default zeros).
+            latents: optional initial noise ``[B, C, T', H', W']`` (unit variance).
+        Returns:
+            normalised latents ``[B, C, T', H', W']`` (frame 0 = ``cond_latent``).
+        """
+        cfg = self.config
+        steps = num_inference_steps or cfg.num_inference_steps
+        g = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        b, c, _, h, w = cond_latent.shape
+        shape = (b, c, cfg.num_latent_frames, h, w)
+        if latents is None:
+            latents = torch.randn(shape, generator=generator)
+        x = latents.to(self.device).float() * self.scheduler.config.sigma_max
+        sched = self.scheduler
+        sched.set_timesteps(sigmas=torch.linspace(0, 1, steps, dtype=torch.float64), device=self.device)
+        sched.sigmas[-1] = sched.sigmas[-2]
+        if g > 1.0 and neg_embeds is None:
+            if cfg.text_encoder != "minilm":
+                raise World2ActError("guidance_scale > 1 with T5 embeddings needs neg_embeds (negative prompt embeddings)")
+            neg_embeds = torch.zeros_like(embeds)
+        cond = cond_latent.to(x)
+        it = sched.timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="sampling", leave=False)
+        for i, ts in enumerate(it):
+            sig = sched.sigmas[i].to(torch.float32)
+            t = sig / (sig + 1)
+            z = torch.cat([cond, (x * (1 - t))[:, :, 1:]], dim=2)
+            tb = t.expand(b).to(x.device)
+            x0 = x * (1 - t) - t * self.velocity(z, tb, embeds)
+            x0 = torch.cat([cond, x0[:, :, 1:]], dim=2)
+            if g > 1.0:
+                x0u = x * (1 - t) - t * self.velocity(z, tb, neg_embeds)
+                x0u = torch.cat([cond, x0u[:, :, 1:]], dim=2)
+                x0 = x0 + g * (x0 - x0u)
+            eps = (x - x0) / sig
+            x = sched.step(eps, ts, x, return_dict=False)[0].float()
+        return torch.cat([cond, x[:, :, 1:]], dim=2)
+
+    @torch.no_grad()
+    def generate_clip(self, first_frame, prompt: str, num_inference_steps: int | None = None, seed: int = 0,
+                      guidance_scale: float | None = None, prompt_embeds: torch.Tensor | None = None):
+        """One Video2World clip from a stitched uint8 frame ``[H, W, 3]``.
+
+        Returns:
+            (video uint8 ``[T, H, W, 3]``, normalised latents ``[T', C, H', W']``) with
+            T = ``num_frames`` and frame 0 the decoded conditioning frame.
+        """
+        frame = np.asarray(first_frame)
+        if frame.ndim != 3:
+            raise World2ActError(f"first_frame: expected [H, W, 3], got shape {frame.shape}")
+        cond = self._encode_raw(frame[None, None])  # [1, C, 1, H', W']
+        emb = prompt_embeds if prompt_embeds is not None else self.encode_prompts([prompt])
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        lat = self.sample(cond, emb, num_inference_steps, guidance_scale, gen)
+        lat_t = lat.permute(0, 2, 1, 3, 4)[0]
+        return self.decode(lat_t), lat_t
+
+    @torch.no_grad()
+    def rollout(self, first_frame, prompts: list[str], num_inference_steps: int | None = None, seed: int = 0,
+                guidance_scale: float | None = None, progress: bool = False):
+        """Skill-compositional generation (paper Sec. 3.3, Fig. 2b).
+
+        One clip per prompt; clip k+1 is conditioned on the last decoded frame of clip k. The
+        shared boundary frame is kept once: clip k >= 1 contributes its frames 1..T-1 and latent
+        frames 1..T'-1 (its latent frame 0 re-encodes the previous clip's last frame).
+
+        Args:
+            first_frame: stitched uint8 ``[H, W, 3]``.
+            prompts: n >= 1 skill prompts.
+            seed: clip k uses seed ``seed + k``.
+        Returns:
+            video uint8 ``[1 + n(T-1), H, W, 3]`` and normalised latents ``[1 + n(T'-1), C, H', W']``
+            (defaults: ``[1 + 16n, ...]`` and ``[1 + 4n, ...]``); latent frame ``j >= 1`` of the
+            concatenation covers control steps ``[16(j-1), 16j)`` after the first frame
+            (:func:`~world2act.worldmodel.alignment.latent_action_ranges` applies unchanged).
+        Raises:
+            World2ActError: no prompts, empty prompt, wrong frame size.
+        """
+        if not prompts:
+            raise World2ActError("rollout: need at least one prompt")
+        frame = np.asarray(first_frame)
+        h, w = self.config.frame_size
+        if frame.shape != (h, w, 3):
+            raise World2ActError(f"first_frame: expected shape ({h}, {w}, 3), got {frame.shape}")
+        embeds = self.encode_prompts(list(prompts))
+        videos, lats = [], []
+        for k, p in enumerate(prompts):
+            v, lat = self.generate_clip(frame, p, num_inference_steps, seed + k, guidance_scale,
+                                        prompt_embeds=embeds[k:k + 1])
+            videos.append(v if k == 0 else v[1:])
+            lats.append(lat if k == 0 else lat[1:])
+            frame = v[-1]
+        return np.concatenate(videos, 0), torch.cat(lats, 0).cpu()
