@@ -1,0 +1,202 @@
+"""The Stage-1 artifact: f_v, f_a, g_a, the fitted action normaliser and their config.
+
+Folder layout (written by :meth:`AlignmentBundle.save`)::
+
+    config.json              AdapterConfig (dims, world-model info)
+    model.safetensors        f_v.* / f_a.* / g_a.* weights
+    normalizer.safetensors   action mean / std ([A] each, raw units)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from world2act import World2ActError
+from world2act.align.modules import ActionAdapter, ActionDecoder, ActionNormalizer, VideoAdapter
+from world2act.utils.io import atomic_path, read_json, write_json
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+NORMALIZER = "normalizer.safetensors"
+
+
+@dataclasses.dataclass
+class AdapterConfig:
+    """Shapes of the Stage-1 networks and the world-model facts they depend on.
+
+    Attributes:
+        action_dim: A. chunk_size: K, actions per latent frame (= 4·frame_stride with the Wan
+        VAE). latent_dim: D. latent_channels: C. latent_size: (H', W') of a latent frame.
+        frame_stride, num_frames, cameras, layout: the world model's clip convention.
+        wm: path of the world model the adapters were fitted to. latent_source: ``denoised``
+        (x0 prediction at noise ``sigma`` for the ground-truth clip) or ``generated``.
+        variant: the contrastive loss used (Table S3 name).
+    """
+
+    action_dim: int = 7
+    chunk_size: int = 16
+    latent_dim: int = 32
+    latent_channels: int = 16
+    latent_size: tuple[int, int] = (8, 8)
+    frame_stride: int = 4
+    num_frames: int = 17
+    cameras: tuple[str, ...] = ("agentview", "wrist")
+    layout: str = ""
+    wm: str = ""
+    latent_source: str = "denoised"
+    sigma: float = 0.0
+    variant: str = "bi_infonce"
+
+    # short names used in the paper's notation
+    @property
+    def A(self) -> int:  # noqa: N802
+        return self.action_dim
+
+    @property
+    def K(self) -> int:  # noqa: N802
+        return self.chunk_size
+
+    @property
+    def D(self) -> int:  # noqa: N802
+        return self.latent_dim
+
+    @property
+    def C(self) -> int:  # noqa: N802
+        return self.latent_channels
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["latent_size"] = list(self.latent_size)
+        d["cameras"] = list(self.cameras)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = CONFIG) -> "AdapterConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names - {"format"}
+        if unknown:
+            raise World2ActError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(names)}")
+        kw = {k: v for k, v in d.items() if k in names}
+        if "latent_size" in kw:
+            kw["latent_size"] = tuple(int(x) for x in kw["latent_size"])
+        if "cameras" in kw:
+            kw["cameras"] = tuple(kw["cameras"])
+        return cls(**kw)
+
+
+class AlignmentBundle:
+    """Frozen-or-trainable Stage-1 networks plus the action normaliser (what Stage 2 loads).
+
+    Attributes:
+        f_v: :class:`VideoAdapter` ``[B, T, C, H', W'] -> [B, T, D]``.
+        f_a: :class:`ActionAdapter` ``[B, T, K, A] -> [B, T, D]`` (normalised actions).
+        g_a: :class:`ActionDecoder` ``[B, T, D] -> [B, T, K, A]`` (normalised actions).
+        normalizer: :class:`ActionNormalizer`.
+        config: :class:`AdapterConfig`.
+    """
+
+    def __init__(self, config: AdapterConfig, seed: int | None = None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.config = config
+        self.f_v = VideoAdapter(config.latent_channels, config.latent_dim)
+        self.f_a = ActionAdapter(config.action_dim, config.chunk_size, config.latent_dim)
+        self.g_a = ActionDecoder(config.latent_dim, config.action_dim, config.chunk_size)
+        self.normalizer = ActionNormalizer(config.action_dim)
+
+    # ------------------------------------------------------------------ helpers
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """``{"f_v": ..., "f_a": ..., "g_a": ...}``."""
+        return {"f_v": self.f_v, "f_a": self.f_a, "g_a": self.g_a}
+
+    def parameters(self):
+        for m in self.modules().values():
+            yield from m.parameters()
+
+    def to(self, device) -> "AlignmentBundle":
+        for m in (*self.modules().values(), self.normalizer):
+            m.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> "AlignmentBundle":
+        for m in self.modules().values():
+            m.train(mode)
+        return self
+
+    def eval(self) -> "AlignmentBundle":
+        return self.train(False)
+
+    def freeze(self) -> "AlignmentBundle":
+        """Eval mode and ``requires_grad=False`` on every parameter (Stage 2 uses frozen f_v, f_a)."""
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Raw actions ``[..., A]`` → normalised units (the space f_a and g_a work in)."""
+        return self.normalizer.normalize(actions)
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Normalised actions ``[..., A]`` → raw environment units."""
+        return self.normalizer.unnormalize(actions)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in self.modules().items() for k, v in m.state_dict().items()}
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor], where: str = WEIGHTS) -> None:
+        for name, m in self.modules().items():
+            part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
+            try:
+                m.load_state_dict(part)
+            except RuntimeError as e:
+                raise World2ActError(f"{where}: weights of {name} do not fit its config ({str(e).splitlines()[0]})") from None
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors``, ``normalizer.safetensors`` atomically."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(d / WEIGHTS) as tmp:
+            save_file(sd, str(tmp), metadata={"format": "world2act-align"})
+        with atomic_path(d / NORMALIZER) as tmp:
+            save_file({"mean": self.normalizer.mean.detach().cpu().contiguous(),
+                       "std": self.normalizer.std.detach().cpu().contiguous()}, str(tmp))
+        write_json(d / CONFIG, {**self.config.to_dict(), **(extra or {}), "format": "world2act-align"})
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "AlignmentBundle":
+        """Load a bundle written by :meth:`save` (e.g. ``world2act align --out DIR``).
+
+        Raises:
+            World2ActError: the folder or one of its three files is missing or does not fit.
+        """
+        d = Path(directory)
+        if not d.is_dir():
+            raise World2ActError(f"{d}: alignment folder not found (run `world2act align` first)")
+        for f in (CONFIG, WEIGHTS, NORMALIZER):
+            if not (d / f).is_file():
+                raise World2ActError(f"{d}: missing {f}; not a `world2act align` output folder")
+        raw = read_json(d / CONFIG)
+        extra_keys = {"format", "extra"}
+        cfg = AdapterConfig.from_dict({k: v for k, v in raw.items() if k not in extra_keys
+                                       and k in {f.name for f in dataclasses.fields(AdapterConfig)}}, str(d / CONFIG))
+        b = cls(cfg)
+        b.load_state_dict(load_file(str(d / WEIGHTS)), str(d / WEIGHTS))
+        norm = load_file(str(d / NORMALIZER))
+        if "mean" not in norm or "std" not in norm or norm["mean"].shape != (cfg.action_dim,):
+            raise World2ActError(f"{d / NORMALIZER}: expected mean/std of shape [{cfg.action_dim}]")
+        b.normalizer.mean.copy_(norm["mean"])
+        b.normalizer.std.copy_(norm["std"])
+        b.extra = {k: v for k, v in raw.items() if k not in {f.name for f in dataclasses.fields(AdapterConfig)}}
+        return b.to(device).eval()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"AlignmentBundle(A={c.A}, K={c.K}, D={c.D}, C={c.C}, latent_size={c.latent_size}, variant={c.variant})"
