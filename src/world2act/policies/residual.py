@@ -154,8 +154,8 @@ class ResidualPolicy(Policy):
 
         path = Path(path)
         cfg = read_json(path / "config.json")
-        for part in ("base", "align", "model.safetensors"):
-            if not (path / cfg.get(part, part) if part != "model.safetensors" else path / part).exists():
+        for part in (cfg.get("base", "base"), cfg.get("align", "align"), "model.safetensors"):
+            if not (path / part).exists():
                 raise World2ActError(f"{path}: residual policy folder is missing {part}")
         base = load_policy(path / cfg["base"], benchmark=benchmark, device=device)
         bundle = AlignmentBundle.load(path / cfg["align"])

@@ -74,13 +74,15 @@ def check_compatible(base, wm, bundle, cfg: PostTrainConfig) -> None:
         raise World2ActError(f"mismatched components: policy {cfg.policy} was trained for {base.benchmark}, post-training asks for {cfg.benchmark}")
 
 
-def posttrain_seeds(benchmark: str, task_index: int, n: int) -> list[int]:
-    """Seeds of the post-training initial states: from the project's post-train range, disjoint
-    from demonstration and evaluation seeds (see ``world2act.envs.SEED_RANGES``)."""
-    from world2act.envs import SEED_RANGES
+def posttrain_seeds(benchmark: str, task, n: int) -> list[int]:
+    """Seeds of the post-training initial states of ``task``: the project's post-train seed
+    range, disjoint from demonstration and evaluation seeds (``world2act.envs.SEED_RANGES``).
+    The task's position in the benchmark (not in this run's task list) picks the block, so a
+    task keeps its initial states whichever subset of tasks is post-trained."""
+    from world2act.envs import list_tasks, seed_for
 
-    start = SEED_RANGES["posttrain"][0] if isinstance(SEED_RANGES["posttrain"], (tuple, list)) else SEED_RANGES["posttrain"].start
-    return [start + 1000 * task_index + i for i in range(n)]
+    index = [t.task_id for t in list_tasks(benchmark)].index(task)
+    return [seed_for("posttrain", index, i) for i in range(n)]
 
 
 # --------------------------------------------------------------------------- imagination
@@ -198,7 +200,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     rng = seed_everything(cfg.seed)
     task_ids = resolve_tasks(cfg.benchmark, ",".join(cfg.tasks))
     base, wm, bundle = load_components(cfg, device)
-    policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed)
+    policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align)
     cameras = tuple(dict.fromkeys(list(base.cameras) + list(wm.config.cameras)))
     size = tuple(base.image_size)
 
@@ -207,8 +209,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     imag_dir.mkdir(exist_ok=True)
     targets: dict[tuple, torch.Tensor] = {}
     pool: dict = {}
-    for ti, task in enumerate(task_ids):
-        seeds = posttrain_seeds(cfg.benchmark, ti, cfg.init_states_per_task)
+    for task in task_ids:
+        seeds = posttrain_seeds(cfg.benchmark, task, cfg.init_states_per_task)
         pool[task] = seeds
         todo = [s for s in seeds if not (imag_dir / f"{task}_{s}.safetensors").is_file()]
         if todo:

@@ -1,0 +1,79 @@
+"""ResidualPolicy: base + Δa as one loadable policy folder (paper Sec. 4.2)."""
+import numpy as np
+import pytest
+import torch
+
+from world2act import World2ActError
+from world2act.align import AlignmentBundle
+from world2act.align.bundle import AdapterConfig
+from world2act.policies.base import Policy
+from world2act.policies.io import load_policy, register_policy_type
+from world2act.policies.residual import ResidualPolicy
+from world2act.utils.io import write_json
+
+torch.set_num_threads(1)
+K, A, S = 4, 3, 5
+
+
+class ConstantPolicy(Policy):
+    """Test policy: always the same chunk."""
+
+    def __init__(self, chunk=K):
+        super().__init__()
+        self.action_dim, self.state_dim, self.chunk_size = A, S, chunk
+        self.cameras, self.image_size, self.benchmark = ("agentview",), (40, 40), None
+
+    def predict_action_chunk(self, obs):
+        B = len(obs["task"])
+        return torch.full((B, self.chunk_size, self.action_dim), 0.25)
+
+
+register_policy_type("test-constant", lambda path, benchmark=None, device="cpu": ConstantPolicy())
+
+
+def _obs(B=2):
+    rng = np.random.default_rng(0)
+    return {"observation.images.agentview": rng.integers(0, 255, (B, 40, 40, 3), dtype=np.uint8),
+            "observation.state": rng.normal(size=(B, S)).astype(np.float32), "task": ["t"] * B}
+
+
+def _setup(tmp_path):
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    write_json(base_dir / "config.json", {"type": "test-constant"})
+    bundle = AlignmentBundle(AdapterConfig(action_dim=A, chunk_size=K, latent_dim=8, latent_channels=4), seed=0)
+    bundle.save(tmp_path / "align")
+    bundle = AlignmentBundle.load(tmp_path / "align")
+    return base_dir, bundle
+
+
+def test_starts_at_base_then_roundtrips_through_load_policy(tmp_path):
+    base_dir, bundle = _setup(tmp_path)
+    pol = ResidualPolicy.create(load_policy(base_dir), bundle, camera="agentview", align_dir=tmp_path / "align")
+    obs = _obs()
+    torch.testing.assert_close(pol.predict_action_chunk(obs), torch.full((2, K, A), 0.25), atol=1e-5, rtol=0)
+    with torch.no_grad():  # move away from the base so the round trip is meaningful
+        pol.residual.gate.fill_(0.5)
+    pol.fit_state_norm(torch.randn(10, S))
+    before = pol.predict_action_chunk(obs)
+    assert not torch.allclose(before, torch.full((2, K, A), 0.25))
+    pol.save(tmp_path / "post", base_source=base_dir)
+    loaded = load_policy(tmp_path / "post")
+    assert isinstance(loaded, ResidualPolicy)
+    torch.testing.assert_close(loaded.predict_action_chunk(obs), before)
+    assert (loaded.chunk_size, loaded.action_dim, loaded.cameras) == (K, A, ("agentview",))
+
+
+def test_mismatched_chunk_size_names_both_sides(tmp_path):
+    _, bundle = _setup(tmp_path)
+    with pytest.raises(World2ActError, match="chunk_size 8.*chunk_size 4"):
+        ResidualPolicy.create(ConstantPolicy(chunk=8), bundle, align_dir=tmp_path / "align")
+
+
+def test_missing_part_is_named(tmp_path):
+    base_dir, bundle = _setup(tmp_path)
+    pol = ResidualPolicy.create(load_policy(base_dir), bundle, align_dir=tmp_path / "align")
+    pol.save(tmp_path / "post", base_source=base_dir)
+    (tmp_path / "post" / "model.safetensors").unlink()
+    with pytest.raises(World2ActError, match="missing model.safetensors"):
+        load_policy(tmp_path / "post")
