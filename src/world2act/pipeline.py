@@ -41,6 +41,8 @@ class Stage:
         args: arguments (``{out}`` = the pipeline folder; ``--out`` is added automatically).
         after: stages whose outputs this one reads (their hashes enter this stage's hash).
         resumable: whether the command accepts ``--resume`` to continue an interrupted run.
+        program: the executable prefix (default ``python -m world2act``; tests substitute a
+            fake stage script).
     """
 
     name: str
@@ -48,11 +50,14 @@ class Stage:
     args: list[str]
     after: list[str]
     resumable: bool = True
+    program: list[str] | None = None
 
 
 def _preset_stages(preset: str) -> tuple[list[Stage], dict]:
     from world2act.presets import PRESETS
 
+    if callable(preset):  # a custom preset function (tests, notebooks)
+        return preset()
     if preset not in PRESETS:
         raise World2ActError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[preset]()
@@ -64,7 +69,7 @@ def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_pipeline(preset: str, out: str | Path, *, overwrite: bool = False, only: list[str] | None = None,
+def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list[str] | None = None,
                  extra_env: dict | None = None) -> dict:
     """Run (or resume) every stage of ``preset`` into ``out``; write report.md and summary.json.
 
@@ -95,7 +100,8 @@ def run_pipeline(preset: str, out: str | Path, *, overwrite: bool = False, only:
             continue
         if only and st.name not in only:
             raise World2ActError(f"stage {st.name} is not up to date and not in --only {only}")
-        argv = [sys.executable, "-m", "world2act", st.command, *[a.format(out=out) for a in st.args], "--out", str(folder)]
+        prefix = st.program or [sys.executable, "-m", "world2act"]
+        argv = [*prefix, st.command, *[a.format(out=out) for a in st.args], "--out", str(folder)]
         if folder.exists() and any(folder.iterdir()):
             if st.resumable and not stamp.is_file():
                 argv.append("--resume")  # interrupted earlier: continue from its checkpoints
@@ -103,7 +109,7 @@ def run_pipeline(preset: str, out: str | Path, *, overwrite: bool = False, only:
                 import shutil
 
                 shutil.rmtree(folder)  # inputs or arguments changed: start this stage over
-        log.info("[%s] %s", st.name, " ".join(argv[2:]))
+        log.info("[%s] %s", st.name, " ".join(argv[len(prefix):]))
         t0 = time.time()
         logfile = out / "logs" / f"{st.name}.log"
         with open(logfile, "a") as lf:
@@ -120,7 +126,8 @@ def run_pipeline(preset: str, out: str | Path, *, overwrite: bool = False, only:
         log.info("[%s] done in %.1f s", st.name, wall)
     from world2act.report import write_report
 
-    summary = write_report(out, preset=preset, preset_meta=meta, timings=timings)
+    summary = write_report(out, preset=preset if isinstance(preset, str) else getattr(preset, "__name__", "custom"),
+                           preset_meta=meta, timings=timings)
     return summary
 
 

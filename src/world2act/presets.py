@@ -1,0 +1,76 @@
+"""Pipeline presets: ``smoke`` (CI), ``quick`` (``make demo``), ``paper`` (GPU machines).
+
+Each preset is a list of :class:`world2act.pipeline.Stage` (a ``world2act`` command and its
+arguments; ``{out}`` is the pipeline folder). Sizes are chosen for the stated budgets on a
+2-core CPU machine; the ``paper`` preset follows the paper's protocol (50 trials × 5 seeds,
+2×2 multi-view layout, larger models) and is meant for GPU machines.
+
+The action chunk of the base policy equals the Stage-1 chunk K = 4·s (actions per world-model
+latent frame, s = frame stride), because the residual embeds the base chunk with f_a
+(paper Sec. 4.2); with s = 4 that is K = 16, executed open loop.
+"""
+from __future__ import annotations
+
+from world2act.pipeline import Stage
+
+
+def _stages(*, benchmark: str, tasks: str, episodes: int, wm_args: list[str], base_args: list[str],
+            align_args: list[str], post_args: list[str], trials: int, seeds: str, eval_args: list[str] = ()) -> list[Stage]:
+    o = "{out}"
+    return [
+        Stage("demos", "collect", ["--benchmark", benchmark, "--tasks", tasks, "--episodes", str(episodes), "--workers", "2"], []),
+        Stage("skills", "segment", ["--dataset", f"{o}/demos"], ["demos"], resumable=False),
+        Stage("wm", "train-wm", ["--dataset", f"{o}/skills", "--clips", "skills", *wm_args], ["skills"]),
+        Stage("base", "train-base", ["--dataset", f"{o}/demos", *base_args], ["demos"]),
+        Stage("align", "align", ["--skills", f"{o}/skills", "--wm", f"{o}/wm", *align_args], ["skills", "wm"]),
+        Stage("posttrain", "post-train", ["--policy", f"{o}/base", "--wm", f"{o}/wm", "--align", f"{o}/align",
+                                          "--benchmark", benchmark, "--tasks", tasks, *post_args], ["base", "wm", "align"]),
+        Stage("eval-base", "eval", ["--policy", f"{o}/base", "--benchmark", benchmark, "--tasks", tasks,
+                                    "--trials", str(trials), "--seeds", seeds, "--workers", "2", *eval_args], ["base"]),
+        Stage("eval-posttrained", "eval", ["--policy", f"{o}/posttrain/policy", "--benchmark", benchmark, "--tasks", tasks,
+                                           "--trials", str(trials), "--seeds", seeds, "--workers", "2", *eval_args], ["posttrain"]),
+    ]
+
+
+def smoke() -> tuple[list[Stage], dict]:
+    """Every stage at toy size (≤ 8 min on 2 cores); run by the end-to-end test in CI."""
+    stages = _stages(
+        benchmark="libero_object", tasks="0", episodes=3,
+        wm_args=["--model", "tiny", "vae.steps=30", "train.steps=20", "eval.num_clips=1"],
+        base_args=["--steps", "30", "--chunk-size", "16", "--batch-size", "8"],
+        align_args=["--steps", "30"],
+        post_args=["--iterations", "2", "--num-envs", "2", "--init-states", "2", "max_chunks=2"],
+        trials=2, seeds="0",
+    )
+    return stages, {"description": "Smoke preset: toy sizes everywhere; numbers are meaningless, the plumbing is what is tested."}
+
+
+def quick() -> tuple[list[Stage], dict]:
+    """libero_object, four tasks; a meaningful base vs World2Act comparison in ≤ 60 min on 2 cores."""
+    stages = _stages(
+        benchmark="libero_object", tasks="0,1,2,3", episodes=20,
+        wm_args=["--model", "small"],
+        base_args=["--chunk-size", "16", "--max-minutes", "10"],
+        align_args=[],
+        post_args=["--iterations", "24", "--num-envs", "4", "--init-states", "8"],
+        trials=10, seeds="0,1",
+    )
+    return stages, {"description": "Quick preset: LIBERO-Object tasks 0–3, 20 expert demonstrations per task, small "
+                                   "world model trained from scratch, evaluation on the official init states "
+                                   "(10 trials × 2 seeds per task)."}
+
+
+def paper() -> tuple[list[Stage], dict]:
+    """The paper's protocol (50 trials × 5 seeds, 2×2 views, larger models); for GPU machines."""
+    stages = _stages(
+        benchmark="libero_object", tasks="all", episodes=50,
+        wm_args=["--model", "small", "data.layout=2x2"],
+        base_args=["--chunk-size", "16"],
+        align_args=["--compare"],
+        post_args=["--iterations", "200", "--num-envs", "8", "--init-states", "50"],
+        trials=50, seeds="0,1,2,3,4",
+    )
+    return stages, {"description": "Paper preset: the paper's evaluation protocol (50 trials × 5 seeds per task)."}
+
+
+PRESETS = {"smoke": smoke, "quick": quick, "paper": paper}
