@@ -37,25 +37,24 @@ class ExpertPolicy(Policy):
         self.name = "expert"
         self._env: Any = None
         self._expert: Any = None
+        self._seed = 0
 
     def bind_env(self, env: Any) -> None:
-        """Build the scripted expert for ``env`` (call after ``env.reset``)."""
+        """Build a fresh scripted expert for ``env`` seeded with the episode seed (call after
+        ``env.reset`` and :meth:`seed`), so an episode never depends on the previous one."""
         from world2act.experts import make_expert
 
-        if self._env is not env or self._expert is None:
-            self._expert = make_expert(env)
-            self._env = env
+        self._expert = make_expert(env, seed=self._seed)
+        self._env = env
         self._expert.reset()
 
     def reset(self) -> None:
         super().reset()
-        if self._expert is not None:
-            self._expert.reset()
+        self._expert = None
 
     def seed(self, seed: int) -> None:
         super().seed(seed)
-        if self._expert is not None and hasattr(self._expert, "seed"):
-            self._expert.seed(int(seed))
+        self._seed = int(seed) % (2**32)
 
     def predict_action_chunk(self, obs: dict) -> torch.Tensor:
         """``[1, 1, A]``: the expert's next action (privileged state from the bound env).

@@ -1,0 +1,72 @@
+"""Policy inference speed apart from simulation (the analogue of the paper's Table S5).
+
+The paper reports control rate in Hz per executed action (e.g. "above 250 Hz" for
+GR00T-N1.6-ft + World2Act): a chunk of ``K`` actions costs one forward pass, so
+``ms_per_action = ms_per_chunk / K`` and ``hz = 1000 / ms_per_action``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def synthetic_observation(policy, instruction: str = "pick up the object and place it in the basket",
+                          batch: int = 1, seed: int = 0) -> dict:
+    """A random batched observation with the shapes ``policy`` consumes: uint8 images
+    ``[B, H, W, 3]`` per camera, ``observation.state`` ``[B, S]``, ``task``."""
+    rng = np.random.default_rng(seed)
+    H, W = policy.image_size
+    obs: dict = {f"observation.images.{c}": rng.integers(0, 256, (batch, H, W, 3), dtype=np.uint8)
+                 for c in policy.cameras}
+    obs["observation.state"] = rng.standard_normal((batch, int(policy.state_dim or 1))).astype(np.float32)
+    obs["task"] = [instruction] * batch
+    return obs
+
+
+def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 3, threads: int | None = 1) -> dict:
+    """Time ``policy.predict_action_chunk(obs)`` (batch 1 by default), no simulator involved.
+
+    Args:
+        policy: a :class:`world2act.policies.base.Policy`.
+        obs: batched observation (default: :func:`synthetic_observation`).
+        n: timed calls (median reported). warmup: untimed calls first (text-embedding cache,
+            allocator). threads: torch intra-op threads during timing (restored after; None =
+            leave as is).
+
+    Returns:
+        dict: ``ms_per_chunk`` (median), ``ms_per_chunk_p90``, ``ms_per_action`` (= chunk / K),
+        ``hz`` (actions per second = 1000 / ms_per_action), ``chunk_hz``, ``chunk_size``,
+        ``batch``, ``threads``, ``n``.
+    """
+    obs = obs if obs is not None else synthetic_observation(policy)
+    prev = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        policy.reset()
+        policy.seed(0)
+        for _ in range(max(0, warmup)):
+            policy.predict_action_chunk(obs)
+        times = []
+        for _ in range(max(1, n)):
+            t = time.perf_counter()
+            policy.predict_action_chunk(obs)
+            times.append((time.perf_counter() - t) * 1000.0)
+    finally:
+        torch.set_num_threads(prev)
+    K = int(policy.chunk_size)
+    ms = statistics.median(times)
+    return {
+        "ms_per_chunk": ms,
+        "ms_per_chunk_p90": float(np.percentile(times, 90)),
+        "ms_per_action": ms / K,
+        "hz": 1000.0 * K / ms if ms > 0 else float("inf"),
+        "chunk_hz": 1000.0 / ms if ms > 0 else float("inf"),
+        "chunk_size": K,
+        "batch": len(obs["task"]),
+        "threads": int(threads or prev),
+        "n": len(times),
+    }

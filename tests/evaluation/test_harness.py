@@ -1,0 +1,126 @@
+"""The evaluation harness on a pure-numpy fake simulator: determinism across worker counts,
+error counting, reports, resume, and bad input failing before any simulator starts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eval_fakes import (fake_env_factory, make_crashing_policy, make_noisy_reacher,  # noqa: E402
+                        make_wrong_dim_policy)
+from world2act import World2ActError
+from world2act.evaluation import episode_jobs, evaluate, wilson_interval
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+
+def _run(tmp_path, name, workers, policy=make_noisy_reacher, **kw):
+    return evaluate(policy, "libero_object", [0, 1], 6, [0, 1], tmp_path / name, workers=workers,
+                    video_episodes=kw.pop("video_episodes", 0), env_factory=fake_env_factory, progress=False,
+                    latency=False, **kw)
+
+
+def _outcomes(res):
+    return [(e["task"], e["seed"], e["trial"], e["init_state_index"], e["success"], e["steps"], bool(e["error"]))
+            for e in res["episodes"]]
+
+
+def test_results_identical_across_worker_counts(tmp_path):
+    r0 = _run(tmp_path, "w0", 0)
+    r1 = _run(tmp_path, "w1", 1)
+    r2 = _run(tmp_path, "w2", 2)
+    assert len(r0["episodes"]) == 2 * 2 * 6
+    assert _outcomes(r0) == _outcomes(r1) == _outcomes(r2)
+    assert r0["per_task"] == r2["per_task"] and r0["overall"] == r2["overall"]
+    # the noisy policy is neither always right nor always wrong: the comparison is informative
+    assert 0 < r0["overall"]["n_success"] < r0["overall"]["n_trials"]
+    # different seeds → different policy noise on the same init states
+    s0 = [e["success"] for e in r0["episodes"] if e["seed"] == 0 and not e["error"]]
+    s1 = [e["success"] for e in r0["episodes"] if e["seed"] == 1 and not e["error"]]
+    assert s0 != s1 or [e["steps"] for e in r0["episodes"] if e["seed"] == 0] != [e["steps"] for e in r0["episodes"] if e["seed"] == 1]
+
+
+def test_crashing_episode_is_an_error_not_a_drop(tmp_path):
+    res = _run(tmp_path, "crash", 0)
+    t1 = res["per_task"]["1"]
+    # FakeEnv raises in task 1, init state 3: once per seed
+    assert t1["n_errors"] == 2 and t1["n_trials"] == 12
+    assert res["per_task"]["0"]["n_errors"] == 0
+    errs = [e for e in res["episodes"] if e["error"]]
+    assert {(e["task"], e["init_state_index"]) for e in errs} == {(1, 3)}
+    assert all(not e["success"] for e in errs)
+    assert "simulated physics blow-up" in errs[0]["error"]
+    assert t1["success_rate"] == t1["n_success"] / 12
+    assert t1["success_rate_excl_errors"] == t1["n_success"] / 10
+    assert len(res["errors"]) == 2 and res["errors"][0]["traceback"]
+    assert res["complete"]
+
+
+def test_policy_crash_recorded_and_run_continues(tmp_path):
+    res = _run(tmp_path, "pcrash", 2, policy=make_crashing_policy)
+    errs = [e for e in res["episodes"] if e["error"]]
+    assert errs and all("policy exploded" in e["error"] for e in errs if "blow-up" not in e["error"])
+    assert len(res["episodes"]) == 24  # nothing dropped
+    assert res["overall"]["n_errors"] == len(errs)
+
+
+def test_outputs_and_resume(tmp_path):
+    res = _run(tmp_path, "out", 0, video_episodes=1)
+    out = tmp_path / "out"
+    for f in ("eval.json", "eval.md", "success.png", "episodes.jsonl", "manifest.json"):
+        assert (out / f).is_file(), f
+    data = json.loads((out / "eval.json").read_text())
+    assert set(data["per_task"]) == {"0", "1"}
+    for t in data["per_task"].values():
+        assert {"success_rate", "n_trials", "n_errors", "ci95", "per_seed", "seed_std"} <= set(t)
+    assert "| **mean** |" in (out / "eval.md").read_text()
+    assert len(res["videos"]) == 1 and (out / "videos" / res["videos"][0]).stat().st_size > 0
+    # resume: drop half the finished episodes, re-run, same result
+    lines = (out / "episodes.jsonl").read_text().splitlines()
+    (out / "episodes.jsonl").write_text("\n".join(lines[:10]) + "\n{broken")
+    again = evaluate(make_noisy_reacher, "libero_object", [0, 1], 6, [0, 1], out, workers=0, video_episodes=1,
+                     env_factory=fake_env_factory, progress=False, latency=False, resume=True)
+    assert again["timing"]["episodes_run"] == 14
+    assert _outcomes(again) == _outcomes(res)
+    with pytest.raises(World2ActError, match="different settings"):
+        evaluate(make_noisy_reacher, "libero_object", [0, 1], 7, [0, 1], out, workers=0, env_factory=fake_env_factory,
+                 progress=False, latency=False, resume=True)
+    with pytest.raises(World2ActError, match="not empty"):
+        _run(tmp_path, "out", 0)
+
+
+def test_bad_input_fails_before_simulation(tmp_path):
+    with pytest.raises(World2ActError, match="action_dim 4 != benchmark libero_object action_dim 7"):
+        _run(tmp_path, "bad", 0, policy=make_wrong_dim_policy)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(World2ActError, match="missing config.json"):
+        (tmp_path / "empty_policy").mkdir()
+        _run(tmp_path, "bad2", 0, policy=str(tmp_path / "empty_policy"))
+    with pytest.raises(World2ActError, match="unknown"):
+        evaluate(make_noisy_reacher, "libero_objekt", [0], 1, [0], tmp_path / "bad3", workers=0)
+    with pytest.raises(World2ActError, match="--tasks"):
+        evaluate(make_noisy_reacher, "libero_object", "0,99", 1, [0], tmp_path / "bad4", workers=0)
+    with pytest.raises(World2ActError, match="--trials"):
+        evaluate(make_noisy_reacher, "libero_object", "0", 0, [0], tmp_path / "bad5", workers=0)
+
+
+def test_job_mapping_is_documented_protocol():
+    jobs = episode_jobs("libero_object", [0, 3], 50, [0, 1, 2, 3, 4], video_episodes=2)
+    assert len(jobs) == 2 * 5 * 50
+    assert [j.init_state_index for j in jobs if j.task == 3 and j.seed == 2] == list(range(50))
+    assert len({j.policy_seed for j in jobs}) == len(jobs)
+    assert [(j.task, j.trial, j.seed) for j in jobs if j.video] == [(0, 0, 0), (3, 0, 0)]
+    off = episode_jobs("libero_object", [0], 10, [0, 1], init_offset_per_seed=10)
+    assert [j.init_state_index for j in off if j.seed == 1] == list(range(10, 20))
+    mw = episode_jobs("metaworld", ["reach-v3"], 3, [0, 1])
+    from world2act.envs import SEED_RANGES
+
+    assert all(j.reset_seed in SEED_RANGES["eval"] for j in mw)
+    assert len({j.reset_seed for j in mw}) == 6
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(47, 50)
+    assert 0.83 < lo < 0.85 and 0.97 < hi < 0.99
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
