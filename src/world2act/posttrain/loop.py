@@ -88,10 +88,9 @@ def posttrain_seeds(benchmark: str, task, n: int) -> list[int]:
 # --------------------------------------------------------------------------- imagination
 def decompose_instruction(instruction: str) -> list[str]:
     """Skill prompts for an instruction (schema decomposer, Sec. 3.3)."""
-    from world2act.skills.decompose import decompose
+    from world2act.skills.decompose import decompose_instruction as schema_decompose
 
-    prompts = decompose(instruction)
-    return [getattr(p, "prompt", p) for p in prompts]
+    return [step.prompt for step in schema_decompose(instruction)]
 
 
 def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, steps: int, seed: int) -> dict:
@@ -190,6 +189,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
 
     Returns the final metrics dict. Raises :class:`World2ActError` on bad components.
     """
+    from world2act.data import stitch_views
     from world2act.envs import make_env, resolve_tasks
     from world2act.envs.parallel import VectorEnv
     from world2act.policies.residual import ResidualPolicy
@@ -218,8 +218,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             try:
                 for s in tqdm(todo, desc=f"imagine task {task}", leave=False):
                     env.reset(seed=s)
-                    frames = env.render(tuple(wm.config.cameras), tuple(wm.config.view_size))
-                    first = wm.stitch_first_frame(frames)
+                    frames = env.render(tuple(wm.config.cameras), tuple(wm.config.image_size))
+                    first = stitch_views(frames, tuple(wm.config.cameras), wm.config.layout)
                     res = imagine_targets(wm, bundle, first, env.instruction, steps=cfg.imagine_steps, seed=s)
                     with atomic_path(imag_dir / f"{task}_{s}.safetensors") as tmp:
                         save_file({"targets": res["targets"].contiguous()}, str(tmp),
