@@ -66,14 +66,15 @@ def paired_difference(base: dict, post: dict) -> dict:
 
 
 def _task_rows(ev: dict) -> dict[str, dict]:
-    tasks = ev.get("tasks") or ev.get("per_task") or {}
+    tasks = ev.get("per_task") or {}
     if isinstance(tasks, list):
         tasks = {str(t.get("task", t.get("task_id", i))): t for i, t in enumerate(tasks)}
     return {str(k): v for k, v in tasks.items()}
 
 
 def _overall(ev: dict) -> dict:
-    return ev.get("overall") or {k: ev.get(k) for k in ("mean_success_rate", "ci95", "seed_std") if k in ev}
+    """``overall`` of an eval.json: ``success_rate`` (mean over tasks), ``ci95``, ``seed_std``."""
+    return ev.get("overall") or {}
 
 
 def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) -> dict:
@@ -99,8 +100,8 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
                      f"{_fmt(p.get('success_rate'))} | {_fmt(p.get('ci95'))} | {b.get('n_trials')} | "
                      f"{b.get('n_errors')}/{p.get('n_errors')} |")
         ob, op = _overall(eb), _overall(ep)
-        L.append(f"| **mean** | **{_fmt(ob.get('mean_success_rate'))}** | {_fmt(ob.get('ci95'))} | "
-                 f"**{_fmt(op.get('mean_success_rate'))}** | {_fmt(op.get('ci95'))} | | |")
+        L.append(f"| **mean** | **{_fmt(ob.get('success_rate'))}** | {_fmt(ob.get('ci95'))} | "
+                 f"**{_fmt(op.get('success_rate'))}** | {_fmt(op.get('ci95'))} | | |")
         L.append("")
         L.append(f"Spread over seeds (std of per-seed mean success rate): base {_fmt(ob.get('seed_std'))}, "
                  f"+World2Act {_fmt(op.get('seed_std'))}.")
@@ -118,6 +119,8 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
         for name in ("eval-base", "eval-posttrained"):
             for png in sorted((out / name).glob("*.png")):
                 L.append(f"![{name}]({_rel(out, png)})")
+            for vid in ((_load(out / name / "eval.json") or {}).get("videos") or [])[:2]:
+                L.append(f"\n{name} episode video: [{vid}]({_rel(out, out / name / 'videos' / vid)})")
         L.append("")
     else:
         L += ["(evaluation results missing)", ""]
