@@ -347,7 +347,8 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
 
         data, adapter_cfg = build_cache(cfg, out / "cache", device=device)
     adapter_cfg = adapter_cfg or AdapterConfig()
-    tr_idx, va_idx = split_by_demo(data, cfg.val_fraction, cfg.seed, data.info.get("demo_groups_int"))
+    groups = {int(k): v for k, v in (data.info.get("demo_groups") or {}).items()} or None
+    tr_idx, va_idx = split_by_demo(data, cfg.val_fraction, cfg.seed, groups)
     train, val = data.subset(tr_idx), data.subset(va_idx)
     log.info("align: %d train / %d held-out windows (%d / %d demonstrations), T'=%d, K=%d, A=%d, C=%d",
              len(train), len(val), len(np.unique(train.demo_ids)), len(np.unique(val.demo_ids)),
