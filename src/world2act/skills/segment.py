@@ -1,0 +1,448 @@
+"""``world2act segment``: demonstrations -> synchronised atomic-skill clips (paper Sec. 3.1-3.2).
+
+Reads a LeRobot v3 demonstration dataset (from ``world2act collect``), detects gripper-closure
+events (:mod:`~world2act.skills.contacts`), decomposes each instruction into skills (schema
+decomposer or LLM, :mod:`~world2act.skills.decompose` / :mod:`~world2act.skills.llm`), pairs
+them one to one (:mod:`~world2act.skills.sync`) and writes:
+
+* ``OUT/`` a LeRobot v3 dataset with one episode per skill clip, its low-level prompt as the
+  task, and meta ``source_episode``, ``frame_from``, ``frame_to`` (exclusive), ``skill_index``,
+  ``num_skills``, ``instruction`` (the global one), ``skill_verb`` plus the source episode's meta;
+  simulator states are kept;
+* ``OUT/meta/skill_stats.json``: ``episodes_total``, ``episodes_skipped``, ``episodes_in``,
+  ``episodes_synced``, ``sync_rate``, ``clips_out``, ``discard_reasons``, per-task rates,
+  length distributions before/after (Fig. 3) and the detector settings;
+* ``OUT/meta/skill_segments.json``: per source episode, the events, boundaries, prompts or the
+  discard reason and its explanation;
+* ``OUT/meta/skill_lengths.png``: overlaid length histograms; ``OUT/manifest.json``.
+
+Segmenting the same dataset twice gives identical files (except the manifest's timestamps).
+``--resume`` continues an interrupted run (clips already written are kept, decisions are
+recomputed deterministically); ``--overwrite`` starts over.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from world2act import World2ActError
+from world2act.skills.contacts import (BENCHMARK_DEFAULTS, ContactParams, benchmark_family, detect_events,
+                                       event_summary, robust_open_width)
+from world2act.skills.decompose import SchemaDecomposer, SkillStep, UnparseableInstruction
+from world2act.skills.llm import LLMConfig
+from world2act.skills.sync import EpisodeSegmentation, align_schema, sync_summary
+
+log = logging.getLogger(__name__)
+
+STATS_FILE = "meta/skill_stats.json"
+SEGMENTS_FILE = "meta/skill_segments.json"
+PLOT_FILE = "meta/skill_lengths.png"
+
+# per-episode discard reasons raised before alignment
+UNREADABLE = "unreadable_episode"
+NAN_GRIPPER = "nan_gripper_width"
+NAN_VALUES = "nan_actions_or_states"
+UNPARSEABLE = "unparseable_instruction"
+TOO_SHORT = "episode_too_short"
+
+
+@dataclasses.dataclass
+class SegmentConfig:
+    """Configuration of ``world2act segment``.
+
+    Attributes:
+        dataset: input LeRobot v3 demonstration dataset folder.
+        out: output folder (the skill dataset).
+        decomposer: ``"schema"`` (deterministic, offline; default) or ``"llm"`` (appendix E).
+        tau: contact threshold on ``c_t``; None = benchmark default (LIBERO 0.10, Meta-World 0.30).
+        w_open: ``"dataset"`` (99.5th percentile of all widths; default), ``"benchmark"``
+            (robot constant: LIBERO 0.080 m, Meta-World 1.0), ``"episode"`` (per episode), or
+            a number in dataset units.
+        min_duration, min_gap: debouncing, frames.
+        settle_frac, max_settle: settled-frame rule of events (see contacts.ContactParams).
+        use_gripper_action: corroborate closures with the commanded gripper sign (last action
+            dim, +1 = close in LIBERO and Meta-World).
+        min_clip_frames: an episode whose clips would be shorter than this is discarded.
+        include_failed: also segment episodes recorded as unsuccessful (default: skipped and
+            counted in ``episodes_skipped``, not in the sync rate).
+        llm: LLM settings (used with ``decomposer="llm"``).
+        progress: show progress bars.
+    """
+
+    dataset: str = ""
+    out: str = ""
+    decomposer: str = "schema"
+    tau: float | None = None
+    w_open: str = "dataset"
+    min_duration: int = 4
+    min_gap: int = 4
+    settle_frac: float = 0.9
+    max_settle: int = 15
+    use_gripper_action: bool = False
+    min_clip_frames: int = 8
+    include_failed: bool = False
+    llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.decomposer not in ("schema", "llm"):
+            raise World2ActError(f"--decomposer {self.decomposer!r}: valid choices are schema, llm")
+        if self.tau is not None and not 0 < float(self.tau) < 1:
+            raise World2ActError(f"--tau {self.tau}: must be in (0, 1)")
+        w = str(self.w_open)
+        if w not in ("dataset", "benchmark", "episode"):
+            try:
+                if float(w) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise World2ActError(f"--w-open {w!r}: valid choices are dataset, benchmark, episode or a positive number") from None
+        if self.min_clip_frames < 1:
+            raise World2ActError(f"--min-clip-frames {self.min_clip_frames}: must be >= 1")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``world2act segment`` (shared --out/--seed/--config are added by the CLI)."""
+    p.add_argument("--dataset", help="demonstration dataset folder (LeRobot v3, from `world2act collect`)")
+    p.add_argument("--decomposer", choices=["schema", "llm"], default=None,
+                   help="schema (default: deterministic, offline) or llm (OpenAI-compatible endpoint, appendix E)")
+    p.add_argument("--tau", type=float, default=None,
+                   help="contact threshold on the closure signal c=1-w/w_open (default: libero 0.10, metaworld 0.30)")
+    p.add_argument("--w-open", dest="w_open", default=None,
+                   help="fully-open width calibration: dataset (default), benchmark, episode, or a number")
+    p.add_argument("--min-clip-frames", type=int, default=None, help="discard episodes whose clips would be shorter (default 8)")
+    p.add_argument("--use-gripper-action", action="store_true", default=None,
+                   help="corroborate closures with the commanded gripper action sign")
+    p.add_argument("--include-failed", action="store_true", default=None,
+                   help="also segment episodes recorded as unsuccessful")
+    g = p.add_argument_group("LLM decomposer (--decomposer llm)")
+    g.add_argument("--llm-base-url", default=None, help="OpenAI-compatible API root (default https://api.deepseek.com)")
+    g.add_argument("--llm-model", default=None, help="model name (default deepseek-chat)")
+    g.add_argument("--llm-api-key-env", default=None, help="environment variable holding the API key (default DEEPSEEK_API_KEY)")
+    g.add_argument("--llm-concurrency", type=int, default=None, help="requests in flight (default 4)")
+    g.add_argument("--llm-timeout", type=float, default=None, help="per-request timeout in seconds (default 60)")
+    g.add_argument("--llm-cache-dir", default=None, help="answer cache folder (default ~/.cache/world2act/llm; '' disables)")
+    g.add_argument("--llm-json-mode", action="store_true", default=None, help="request response_format=json_object")
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    m.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> SegmentConfig:
+    """Defaults <- --config YAML <- explicit options <- dotted overrides."""
+    import yaml
+
+    from world2act.utils.config import apply_overrides, from_dict
+
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        p = Path(args.config)
+        if not p.is_file():
+            raise World2ActError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise World2ActError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise World2ActError(f"{p}: expected a mapping at the top level")
+    top = {"dataset": args.dataset, "out": args.out, "decomposer": args.decomposer, "tau": args.tau,
+           "w_open": args.w_open, "min_clip_frames": args.min_clip_frames,
+           "use_gripper_action": args.use_gripper_action, "include_failed": args.include_failed}
+    data.update({k: v for k, v in top.items() if v is not None})
+    if getattr(args, "no_progress", False):
+        data["progress"] = False
+    llm = dict(data.get("llm") or {})
+    for k, v in (("base_url", args.llm_base_url), ("model", args.llm_model), ("api_key_env", args.llm_api_key_env),
+                 ("concurrency", args.llm_concurrency), ("timeout_s", args.llm_timeout),
+                 ("cache_dir", args.llm_cache_dir), ("json_mode", args.llm_json_mode)):
+        if v is not None:
+            llm[k] = v
+    data["llm"] = llm
+    cfg = from_dict(SegmentConfig, data, args.config or "config")
+    if args.overrides:
+        cfg = apply_overrides(cfg, list(args.overrides))
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    stats = run(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"segment: {stats['episodes_synced']}/{stats['episodes_in']} episodes synchronised "
+          f"(sync rate {stats['sync_rate']:.1%}), {stats['clips_out']} clips -> {cfg.out}")
+    if stats["discard_reasons"]:
+        print("  discarded: " + ", ".join(f"{k} {v}" for k, v in stats["discard_reasons"].items()))
+    lb, la = stats["lengths"]["before"], stats["lengths"]["after"]
+    print(f"  median-centred share (±25%): episodes {lb['median_share']:.1%} -> clips {la['median_share']:.1%}")
+    return 0
+
+
+# --------------------------------------------------------------------------- library
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise World2ActError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        raise World2ActError(f"--out {out}: folder exists and is not empty (pass --resume to continue or --overwrite to replace it)")
+
+
+def contact_params(cfg: SegmentConfig, benchmark: str, w_open: float) -> ContactParams:
+    """Detector parameters for ``benchmark`` from the config (tau default per robot family)."""
+    tau = cfg.tau
+    if tau is None:
+        tau = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["tau"]
+    return ContactParams(tau=float(tau), w_open=float(w_open), min_duration=cfg.min_duration, min_gap=cfg.min_gap,
+                         settle_frac=cfg.settle_frac, max_settle=cfg.max_settle,
+                         use_gripper_action=cfg.use_gripper_action)
+
+
+def _benchmark_of(ds, first_meta: dict | None) -> str:
+    b = ds.spec.benchmark or (first_meta or {}).get("benchmark") or ""
+    return str(b)
+
+
+def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Segment ``cfg.dataset`` into a skill dataset in ``cfg.out``; return the statistics dict.
+
+    Raises:
+        World2ActError: missing/corrupt dataset, no gripper-width feature or a constant
+            gripper signal, unknown benchmark without explicit ``tau`` and ``w_open``, an
+            unusable ``--out``, an LLM endpoint that rejects the key/model, or no episode
+            synchronised at all (nothing to write).
+    """
+    from tqdm.auto import tqdm
+
+    from world2act.data import LeRobotDataset, LeRobotDatasetWriter
+    from world2act.data.lerobot import GRIPPER
+    from world2act.skills.stats import distribution_report, plot_lengths
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
+    started = time.time()
+    if not cfg.dataset:
+        raise World2ActError("--dataset is required (a LeRobot v3 dataset folder from `world2act collect`)")
+    if not cfg.out:
+        raise World2ActError("--out is required (folder for the skill dataset)")
+    src, out = Path(cfg.dataset), Path(cfg.out)
+    if src.resolve() == out.resolve():
+        raise World2ActError(f"--out {out}: must differ from --dataset")
+    _check_out(out, resume, overwrite)
+    ds = LeRobotDataset(src)
+    if GRIPPER not in ds.info.get("features", {}):
+        raise World2ActError(f"{src / 'meta/info.json'}: the dataset has no {GRIPPER!r} feature; segmentation needs "
+                             "the per-frame gripper width (re-collect with `world2act collect`)")
+    if ds.num_episodes == 0:
+        raise World2ActError(f"{src}: the dataset has no episodes")
+    first_meta = ds.episode_meta(0)
+    benchmark = _benchmark_of(ds, first_meta)
+    w_mode = str(cfg.w_open)
+    if cfg.tau is None or w_mode == "benchmark":
+        benchmark_family(benchmark)  # raises with the valid names
+
+    # ---- pass 1: fast path (no images): widths, actions, decisions
+    pbar = dict(disable=not cfg.progress, leave=False)
+    skipped = {"unsuccessful": 0}
+    results: list[EpisodeSegmentation] = []
+    loaded: dict[int, tuple[np.ndarray, np.ndarray, int, str]] = {}
+    for i in tqdm(range(ds.num_episodes), desc="reading gripper signals", **pbar):
+        meta = ds.episode_meta(i)
+        task, T = str(meta["task"]), int(meta["length"])
+        if not cfg.include_failed and not meta.get("success", True):
+            skipped["unsuccessful"] += 1
+            continue
+        try:
+            ep = ds.load_episode(i, load_images=False)
+        except World2ActError as e:
+            results.append(EpisodeSegmentation(i, T, task, False, UNREADABLE, str(e)[:300]))
+            continue
+        w = np.asarray(ep.gripper_width, dtype=np.float64)
+        if not np.all(np.isfinite(w)):
+            bad = int(np.sum(~np.isfinite(w)))
+            results.append(EpisodeSegmentation(i, T, task, False, NAN_GRIPPER, f"{bad} of {T} gripper widths are NaN/inf"))
+            continue
+        if not (np.all(np.isfinite(ep.actions)) and np.all(np.isfinite(ep.states))):
+            results.append(EpisodeSegmentation(i, T, task, False, NAN_VALUES, "actions or states contain NaN/inf"))
+            continue
+        loaded[i] = (w, np.asarray(ep.actions), T, task)
+        results.append(EpisodeSegmentation(i, T, task, False))  # decided below
+    if not results:
+        raise World2ActError(f"{src}: no episode to segment ({skipped['unsuccessful']} unsuccessful episodes skipped; "
+                             "pass --include-failed to use them)")
+    if loaded:
+        allw = np.concatenate([v[0] for v in loaded.values()])
+        if float(np.ptp(allw)) < 1e-6:
+            raise World2ActError(f"{src}: observation.gripper_width is constant ({allw[0]:.4g}) in every episode: "
+                                 "no gripper signal to segment")
+
+    # ---- calibration
+    if w_mode == "dataset":
+        w_open_global: float | None = robust_open_width(np.concatenate([v[0] for v in loaded.values()])) if loaded else 1.0
+    elif w_mode == "benchmark":
+        w_open_global = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["w_open"]
+    elif w_mode == "episode":
+        w_open_global = None
+    else:
+        w_open_global = float(w_mode)
+    if w_open_global is not None and benchmark:
+        try:
+            ref = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["w_open"]
+            if abs(w_open_global / ref - 1) > 0.2:
+                log.warning("calibrated w_open %.4g differs from the %s robot's %.4g by more than 20%%",
+                            w_open_global, benchmark_family(benchmark), ref)
+        except World2ActError:
+            pass
+
+    # ---- language stream
+    schema_dec = SchemaDecomposer()
+    schemas: dict[str, list[SkillStep] | None] = {}
+    schema_errors: dict[str, str] = {}
+    for task in sorted({v[3] for v in loaded.values()}):
+        try:
+            schemas[task] = schema_dec.decompose(task)
+        except UnparseableInstruction as e:
+            schemas[task] = None
+            schema_errors[task] = str(e)
+            log.warning("schema decomposer: %s", e)
+
+    # ---- visual stream + alignment
+    params_by_ep: dict[int, ContactParams] = {}
+    contacts: dict[int, Any] = {}
+    for r in results:
+        if r.episode not in loaded:
+            continue
+        w, actions, T, task = loaded[r.episode]
+        w_open = w_open_global if w_open_global is not None else robust_open_width(w)
+        params = contact_params(cfg, benchmark, w_open)
+        params_by_ep[r.episode] = params
+        cr = detect_events(w, params, actions)
+        contacts[r.episode] = cr
+        r.events = event_summary(cr.events)
+        if cr.dropped:
+            r.detail = "; ".join(cr.dropped)
+    llm_items, llm_eps = [], []
+    for r in results:
+        if r.episode not in loaded:
+            continue
+        w, actions, T, task = loaded[r.episode]
+        steps = schemas.get(task)
+        if T < 2:
+            r.reason, r.detail = TOO_SHORT, f"{T} frames"
+            continue
+        if cfg.decomposer == "llm":
+            llm_items.append((task, steps, contacts[r.episode].events, T))
+            llm_eps.append(r)
+            continue
+        if steps is None:
+            r.reason, r.detail = UNPARSEABLE, schema_errors.get(task, "")
+            continue
+        al = align_schema(contacts[r.episode].events, steps, T, cfg.min_clip_frames)
+        r.steps = list(steps)
+        if al.ok:
+            r.synced, r.boundaries = True, al.boundaries
+        else:
+            r.reason, r.detail = al.reason, al.detail
+            r.steps = list(steps)
+    if llm_items:
+        from world2act.skills.llm import LLMAligner
+
+        aligner = LLMAligner(cfg.llm, cfg.min_clip_frames)
+        for r, res in zip(llm_eps, aligner.align_many(llm_items, progress=cfg.progress)):
+            if res.alignment.ok:
+                r.synced, r.boundaries, r.steps, r.detail = True, res.alignment.boundaries, res.steps, res.alignment.detail
+            else:
+                r.reason, r.detail = res.alignment.reason, res.alignment.detail
+                r.steps = list(schemas.get(r.instruction) or [])
+        log.info("llm: %d requests sent, %d cache hits", aligner.requests_sent, aligner.cache_hits)
+
+    synced = [r for r in results if r.synced]
+    summary = sync_summary(results)
+    if not synced:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["discard_reasons"].items())
+        raise World2ActError(f"{src}: no episode could be synchronised ({reasons}); see docs/skills.md "
+                             "(try --tau, --w-open or --decomposer llm)")
+
+    # ---- write the skill dataset
+    writer = LeRobotDatasetWriter(out, ds.spec, resume=resume, overwrite=overwrite)
+    done: set[tuple[int, int]] = set()
+    if resume and writer.num_episodes:
+        existing = LeRobotDataset(out, check_files=False)
+        for j in range(existing.num_episodes):
+            m = existing.episode_meta(j)
+            done.add((int(m.get("source_episode", -1)), int(m.get("skill_index", -1))))
+    expected = [(r.episode, k) for r in synced for k in range(len(r.steps))]
+    if done and [x for x in expected if x in done] != expected[:len(done)]:
+        raise World2ActError(f"--out {out}: the existing clips do not match this run's segmentation "
+                             "(different settings?); use --overwrite")
+    clip_lengths: list[int] = []
+    for r in tqdm(synced, desc="writing skill clips", **pbar):
+        clips = r.clips()
+        clip_lengths.extend(b - a for a, b, _ in clips)
+        todo = [(k, c) for k, c in enumerate(clips) if (r.episode, k) not in done]
+        if not todo:
+            continue
+        ep = ds.load_episode(r.episode, load_images=True)
+        for k, (a, b, step) in todo:
+            clip = ep.slice(a, b)
+            clip.task = step.prompt
+            clip.meta = {**ep.meta, "source_episode": r.episode, "frame_from": a, "frame_to": b, "skill_index": k,
+                         "num_skills": len(clips), "instruction": r.instruction, "skill_verb": step.verb}
+            writer.add_episode(clip)
+    writer.finalize()
+
+    # ---- statistics, plot, manifest
+    before = [r.length for r in results]
+    params0 = next(iter(params_by_ep.values()), None)
+    stats = {
+        "episodes_total": ds.num_episodes,
+        "episodes_skipped": skipped,
+        **{k: summary[k] for k in ("episodes_in", "episodes_synced", "sync_rate", "clips_out", "discard_reasons")},
+        "decomposer": cfg.decomposer,
+        "benchmark": benchmark,
+        "contact": {
+            "tau": params0.tau if params0 else cfg.tau,
+            "w_open": (round(w_open_global, 6) if w_open_global is not None else "per-episode"),
+            "w_open_calibration": w_mode,
+            "min_duration": cfg.min_duration, "min_gap": cfg.min_gap, "settle_frac": cfg.settle_frac,
+            "max_settle": cfg.max_settle, "use_gripper_action": cfg.use_gripper_action,
+        },
+        "lengths": distribution_report(before, clip_lengths, fps=ds.fps),
+        "clips_per_verb": _count([s.verb for r in synced for s in r.steps]),
+        "per_task": summary["per_task"],
+        "unparseable_instructions": schema_errors,
+    }
+    write_json(out / STATS_FILE, stats)
+    write_json(out / SEGMENTS_FILE, [_segment_record(r) for r in results])
+    plot_lengths(before, clip_lengths, out / PLOT_FILE,
+                 title=f"{src.name}: {len(before)} episodes -> {len(clip_lengths)} skill clips")
+    cfg_dict = dataclasses.asdict(cfg)
+    write_manifest(out, stage="segment", config=cfg_dict,
+                   inputs={"dataset": str(src.resolve()), "dataset_episodes": ds.num_episodes},
+                   metrics={k: stats[k] for k in ("episodes_in", "episodes_synced", "sync_rate", "clips_out")},
+                   started=started)
+    return stats
+
+
+def _count(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _segment_record(r: EpisodeSegmentation) -> dict:
+    rec = {"episode": r.episode, "length": r.length, "instruction": r.instruction, "synced": r.synced,
+           "reason": r.reason, "detail": r.detail, "events": r.events}
+    if r.synced:
+        rec["clips"] = [{"frame_from": a, "frame_to": b, "verb": s.verb, "prompt": s.prompt} for a, b, s in r.clips()]
+    else:
+        rec["schema"] = [s.prompt for s in r.steps]
+    return rec

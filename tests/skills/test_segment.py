@@ -1,0 +1,127 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from world2act import World2ActError
+from world2act.cli import main as cli_main
+from world2act.data import LeRobotDataset
+from world2act.skills.segment import SegmentConfig, run
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+def test_segment_end_to_end(demo_dataset, tmp_path, capsys):
+    out = tmp_path / "skills"
+    rc = cli_main(["segment", "--dataset", str(demo_dataset), "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert "4/6 episodes synchronised" in capsys.readouterr().out
+    stats = json.loads((out / "meta/skill_stats.json").read_text())
+    assert stats["episodes_in"] == 6 and stats["episodes_synced"] == 4 and stats["clips_out"] == 8
+    assert stats["sync_rate"] == pytest.approx(4 / 6, abs=1e-4)
+    assert stats["discard_reasons"] == {"extra_events": 1, "missing_events": 1}
+    assert stats["contact"]["tau"] == 0.1 and stats["contact"]["w_open"] == pytest.approx(0.08, abs=1e-4)
+    assert stats["lengths"]["after"]["count"] == 8 and stats["lengths"]["before"]["count"] == 6
+    assert (out / "meta/skill_lengths.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "manifest.json").read_text())["complete"]
+
+    skills, src = LeRobotDataset(out), LeRobotDataset(demo_dataset)
+    assert skills.num_episodes == 8
+    assert skills.tasks == ["pick up the alphabet soup", "place the alphabet soup in the basket"]
+    m0, m1 = skills.episode_meta(0), skills.episode_meta(1)
+    assert (m0["source_episode"], m0["frame_from"], m0["skill_index"], m0["num_skills"]) == (0, 0, 0, 2)
+    assert m0["frame_to"] == m1["frame_from"] and m1["frame_to"] == src.episode_meta(0)["length"]
+    assert m0["skill_verb"] == "pick" and m1["skill_verb"] == "place"
+    assert m0["instruction"] == src.episode_meta(0)["task"] and m0["seed"] == 0 and m0["task_id"] == 0
+    # the pick ends right after the gripper closed (closure starts at frame 30 + ramp)
+    assert 31 <= m0["frame_to"] <= 36
+    # clips are exact slices of the source: actions, gripper, sim states and frames
+    ep, clip = src.load_episode(0), skills.load_episode(1)
+    a, b = m1["frame_from"], m1["frame_to"]
+    np.testing.assert_array_equal(clip.actions, ep.actions[a:b])
+    np.testing.assert_array_equal(clip.sim_states, ep.sim_states[a:b])
+    np.testing.assert_array_equal(clip.gripper_width, ep.gripper_width[a:b])
+    assert np.abs(clip.images["agentview"].astype(int) - ep.images["agentview"][a:b].astype(int)).mean() < 4
+
+    seg = json.loads((out / "meta/skill_segments.json").read_text())
+    assert [s["reason"] for s in seg] == [None] * 4 + ["missing_events", "extra_events"]
+
+    # deterministic: a second run gives identical files (manifest timestamps aside)
+    out2 = tmp_path / "skills2"
+    run(SegmentConfig(dataset=str(demo_dataset), out=str(out2), progress=False))
+    assert _files(out) == _files(out2)
+
+    # resume after losing the last clips: same result
+    out3 = tmp_path / "skills3"
+    shutil.copytree(out2, out3)
+    with pytest.raises(World2ActError, match="not empty"):
+        run(SegmentConfig(dataset=str(demo_dataset), out=str(out3), progress=False))
+    run(SegmentConfig(dataset=str(demo_dataset), out=str(out3), progress=False), overwrite=True)
+    assert _files(out3) == _files(out)
+
+
+def test_resume_continues(demo_dataset, tmp_path):
+    from world2act.data import LeRobotDatasetWriter
+
+    out = tmp_path / "s"
+    run(SegmentConfig(dataset=str(demo_dataset), out=str(out), progress=False))
+    full = _files(out)
+    # simulate a run killed after 3 clips: rebuild a dataset holding only the first 3
+    part = tmp_path / "part"
+    ds = LeRobotDataset(out)
+    with LeRobotDatasetWriter(part, ds.spec) as w:
+        for i in range(3):
+            w.add_episode(ds.load_episode(i))
+    run(SegmentConfig(dataset=str(demo_dataset), out=str(part), progress=False), resume=True)
+    assert _files(part) == full
+
+
+def test_bad_inputs(demo_dataset, tmp_path):
+    from world2act.data import DatasetSpec, LeRobotDatasetWriter
+    from skills_synth import make_episode, pnp_episode
+
+    with pytest.raises(World2ActError, match="dataset folder not found"):
+        run(SegmentConfig(dataset=str(tmp_path / "nope"), out=str(tmp_path / "o"), progress=False))
+    with pytest.raises(World2ActError, match="--decomposer"):
+        SegmentConfig(decomposer="gpt")
+    with pytest.raises(World2ActError, match="--w-open"):
+        SegmentConfig(w_open="wide")
+
+    # NaN widths and a truncated data file -> per-episode discards with reasons
+    spec = DatasetSpec(fps=20, action_dim=7, state_dim=8, cameras=(), image_size=(8, 8), benchmark="libero_10")
+    root = tmp_path / "bad"
+    with LeRobotDatasetWriter(root, spec) as w:
+        for k in range(3):
+            w.add_episode(pnp_episode(90, 30, 60, cams=(), sim_dim=None))
+    ep_nan = LeRobotDataset(root).load_episode(1)
+    import pyarrow.parquet as pq
+
+    p1 = root / "data/chunk-000/file-001.parquet"
+    t = pq.read_table(p1)
+    g = t.column("observation.gripper_width").to_numpy().copy()
+    g[40] = np.nan
+    pq.write_table(t.set_column(t.column_names.index("observation.gripper_width"), "observation.gripper_width",
+                                __import__("pyarrow").array(g)), p1)
+    p2 = root / "data/chunk-000/file-002.parquet"
+    pq.write_table(pq.read_table(p2).slice(0, 50), p2)  # truncated episode
+    stats = run(SegmentConfig(dataset=str(root), out=str(tmp_path / "o2"), progress=False))
+    assert stats["episodes_synced"] == 1
+    assert stats["discard_reasons"] == {"nan_gripper_width": 1, "unreadable_episode": 1}
+    assert ep_nan is not None
+
+    # no gripper signal at all -> a clear error before anything is written
+    root2 = tmp_path / "flat"
+    with LeRobotDatasetWriter(root2, spec) as w:
+        w.add_episode(make_episode("pick up the cup and place it on the plate", np.full(50, 0.04), cams=(), sim_dim=None))
+    with pytest.raises(World2ActError, match="no gripper signal"):
+        run(SegmentConfig(dataset=str(root2), out=str(tmp_path / "o3"), progress=False))
+    assert not (tmp_path / "o3").exists()
+    info = json.loads((root2 / "meta/info.json").read_text())
+    del info["features"]["observation.gripper_width"]
+    (root2 / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(World2ActError, match="gripper_width"):
+        run(SegmentConfig(dataset=str(root2), out=str(tmp_path / "o4"), progress=False))
