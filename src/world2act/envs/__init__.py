@@ -28,21 +28,21 @@ METAWORLD_CAMERAS: tuple[str, ...] = ("corner2", "gripperPOV", "corner", "corner
 """Meta-World cameras that :meth:`MetaWorldEnv.render` accepts (first two are the defaults)."""
 
 SEED_RANGES: dict[str, range] = {
-    "demos": range(0, 1_000_000),
-    "posttrain": range(1_000_000, 2_000_000),
-    "eval": range(2_000_000, 3_000_000),
+    "demos": range(0, 100_000_000),
+    "posttrain": range(100_000_000, 200_000_000),
+    "eval": range(200_000_000, 300_000_000),
 }
 """Disjoint reset-seed ranges: ``demos`` (``world2act collect``), ``posttrain`` (Stage 2 initial
 states) and ``eval`` (Meta-World evaluation; LIBERO evaluation uses the official init states).
 Use :func:`seed_for` rather than raw numbers."""
 
-_SEEDS_PER_TASK = 10_000
+_SEEDS_PER_TASK = 100_000
 
 
 def seed_for(purpose: str, task_index: int, i: int) -> int:
     """The ``i``-th reset seed for the ``task_index``-th task of a run, for ``purpose``.
 
-    ``seed = SEED_RANGES[purpose].start + 10_000 * task_index + i``: tasks never share seeds and
+    ``seed = SEED_RANGES[purpose].start + 100_000 * task_index + i``: tasks never share seeds and
     the purposes never overlap.
 
     Raises:

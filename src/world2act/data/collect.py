@@ -1,0 +1,356 @@
+"""``world2act collect``: scripted-expert demonstrations into a LeRobot v3 dataset.
+
+For every task the scripted expert (:func:`world2act.experts.make_expert`) is rolled out from
+seeded random resets (seeds from ``SEED_RANGES["demos"]``, disjoint from post-training and
+evaluation; LIBERO's official init states are never used here). Episodes are simulated
+*without* cameras while the per-step simulator state is kept; only successful episodes are then
+re-rendered from those states (every frame, every camera, at ``--image-size``) inside the
+worker. Failed attempts are counted and logged, never written; new seeds are tried until the
+task has ``--episodes`` demonstrations or ``--max-attempts`` (default 3×N) were spent.
+
+Determinism: attempt ``i`` of task ``t`` always uses seed ``seed_for("demos", t, 10000*seed + i)``
+and a task's demonstrations are its first N successful attempts in attempt order, whatever the
+number of workers or interruptions (``--resume``).
+
+Output (``--out``): the dataset (``meta/info.json``, ``data/``, ``videos/``), per-episode meta
+``benchmark, task_id, task_name, seed, attempt``, ``meta/collect_stats.json`` (attempts,
+successes, success rate per task, demos/min) and ``manifest.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from world2act import World2ActError
+
+log = logging.getLogger(__name__)
+
+STATS_PATH = "meta/collect_stats.json"
+SEED_BLOCK = 10_000  # attempts per --seed block
+ROBOT_TYPE = {"metaworld": "sawyer"}  # LIBERO: panda
+
+
+@dataclasses.dataclass
+class CollectConfig:
+    """Options of ``world2act collect`` (see the module docstring).
+
+    Attributes:
+        benchmark: one of :data:`world2act.envs.BENCHMARKS`.
+        tasks: task ids (LIBERO ints / Meta-World names) or ``["all"]``.
+        episodes: successful demonstrations wanted per task.
+        image_size: square frame size in pixels.
+        cameras: camera names (None → benchmark defaults).
+        workers: worker processes (0 = in this process).
+        max_attempts: attempts allowed per task (None → 3 × episodes).
+        seed: selects a block of 10000 demo seeds (0..9).
+        max_steps: step cap per episode (None → the suite's budget).
+    """
+
+    benchmark: str
+    tasks: list
+    episodes: int
+    image_size: int = 64
+    cameras: list | None = None
+    workers: int = 2
+    max_attempts: int | None = None
+    seed: int = 0
+    max_steps: int | None = None
+
+
+# ----------------------------------------------------------------------------- worker side
+_ENV_CACHE: dict[tuple, Any] = {}
+
+
+def _get_env(benchmark: str, task_id, size: int, cameras: tuple[str, ...]):
+    key = (benchmark, task_id, size, cameras)
+    env = _ENV_CACHE.get(key)
+    if env is None:
+        keep = 4 if benchmark == "metaworld" else 1  # a LIBERO rendering process holds ~2 GB
+        while len(_ENV_CACHE) >= keep:
+            _, old = _ENV_CACHE.popitem()
+            old.close()
+        from world2act.envs import make_env
+
+        env = make_env(benchmark, task_id, camera_size=(size, size), cameras=cameras)
+        _ENV_CACHE[key] = env
+    return env
+
+
+def collect_episode(job: dict) -> dict:
+    """Roll out the expert once (worker side; picklable job in, picklable result out).
+
+    Args:
+        job: ``dict(benchmark, task_id, seed, attempt, image_size, cameras, max_steps)``.
+
+    Returns:
+        ``dict(task_id, seed, attempt, success, steps, sim_s, render_s, episode)`` where
+        ``episode`` is an :class:`~world2act.data.schema.Episode` with images and sim states for
+        a success, else None.
+    """
+    from world2act.data.schema import Episode
+    from world2act.experts import make_expert
+
+    cams = tuple(job["cameras"])
+    env = _get_env(job["benchmark"], job["task_id"], int(job["image_size"]), cams)
+    seed = int(job["seed"])
+    t0 = time.perf_counter()
+    env.reset(seed=seed)
+    expert = make_expert(env, seed=seed)
+    expert.reset()
+    max_steps = int(job.get("max_steps") or env.max_steps)
+    sims, states, widths, actions = [], [], [], []
+    success = False
+    for _ in range(max_steps):
+        sims.append(env.get_sim_state())
+        states.append(env.proprio())
+        widths.append(env.gripper_width())
+        a = np.asarray(expert.act(), dtype=np.float32)
+        actions.append(a)
+        env.step(a)
+        if env.is_success():
+            success = True
+            break
+    sim_s = time.perf_counter() - t0
+    out = dict(task_id=job["task_id"], seed=seed, attempt=job["attempt"], success=success, steps=len(actions),
+               sim_s=sim_s, render_s=0.0, episode=None)
+    if not success:
+        return out
+    t1 = time.perf_counter()
+    size = (int(job["image_size"]), int(job["image_size"]))
+    frames: dict[str, list] = {c: [] for c in cams}
+    for st in sims:
+        env.set_sim_state(st)
+        imgs = env.render(cams, size)
+        for c in cams:
+            frames[c].append(imgs[c])
+    out["render_s"] = time.perf_counter() - t1
+    out["episode"] = Episode(
+        task=env.instruction,
+        actions=np.stack(actions).astype(np.float32),
+        states=np.stack(states).astype(np.float32),
+        gripper_width=np.asarray(widths, dtype=np.float32),
+        images={c: np.stack(v).astype(np.uint8) for c, v in frames.items()},
+        sim_states=np.stack(sims).astype(np.float64),
+        success=True,
+        meta=dict(benchmark=job["benchmark"], task_id=job["task_id"], task_name=env.task_name,
+                  seed=seed, attempt=int(job["attempt"])),
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def _validate(cfg: CollectConfig) -> tuple[list, tuple[str, ...], dict]:
+    """All input checks that need no simulator. Returns (task ids, cameras, task index map)."""
+    from world2act.envs import BENCHMARKS, check_cameras, list_tasks, resolve_tasks
+
+    if cfg.benchmark not in BENCHMARKS:
+        raise World2ActError(f"--benchmark: unknown benchmark {cfg.benchmark!r}; valid: {', '.join(BENCHMARKS)}")
+    cams = check_cameras(cfg.benchmark, cfg.cameras)
+    tasks = resolve_tasks(cfg.benchmark, cfg.tasks)
+    if int(cfg.episodes) <= 0:
+        raise World2ActError(f"--episodes must be a positive integer, got {cfg.episodes}")
+    if int(cfg.image_size) < 8 or int(cfg.image_size) % 2:
+        raise World2ActError(f"--image-size must be an even number >= 8 (video encoding), got {cfg.image_size}")
+    if not 0 <= int(cfg.seed) < 10:
+        raise World2ActError(f"--seed must be in 0..9 for collect (each value selects a block of {SEED_BLOCK} demo seeds), got {cfg.seed}")
+    if cfg.max_attempts is not None and int(cfg.max_attempts) < 1:
+        raise World2ActError(f"--max-attempts must be >= 1, got {cfg.max_attempts}")
+    from world2act.experts import supported_tasks
+
+    supported = supported_tasks(cfg.benchmark)
+    missing = [t for t in tasks if t not in supported]
+    if missing:
+        raise World2ActError(f"--tasks: no scripted expert for {cfg.benchmark} task(s) {missing}; supported: {supported}")
+    index = {t.task_id: i for i, t in enumerate(list_tasks(cfg.benchmark))}
+    return tasks, cams, index
+
+
+def _existing_progress(out: Path, tasks: list) -> tuple[dict, dict]:
+    """(written episodes per task, next attempt index per task) of an existing dataset."""
+    from world2act.utils.io import read_json
+
+    written = {t: 0 for t in tasks}
+    next_attempt = {t: 0 for t in tasks}
+    if (out / "meta" / "info.json").is_file():
+        from world2act.data import LeRobotDataset
+
+        ds = LeRobotDataset(out, check_files=False)
+        for i in range(ds.num_episodes):
+            m = ds.episode_meta(i)
+            t = m.get("task_id")
+            if t in written:
+                written[t] += 1
+                next_attempt[t] = max(next_attempt[t], int(m.get("attempt", -1)) + 1)
+    if (out / STATS_PATH).is_file():
+        st = read_json(out / STATS_PATH)
+        for t in tasks:
+            rec = (st.get("per_task") or {}).get(str(t)) or {}
+            next_attempt[t] = max(next_attempt[t], int(rec.get("next_attempt", 0)))
+    return written, next_attempt
+
+
+def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Collect demonstrations (see the module docstring); returns the stats dict.
+
+    Raises:
+        World2ActError: bad benchmark / task / camera / sizes, or an unusable ``out`` — all
+            before any simulator starts.
+    """
+    from world2act.data import DatasetSpec, LeRobotDatasetWriter
+    from world2act.data.lerobot import VARIABLE
+    from world2act.envs import seed_for, step_budget
+    from world2act.envs.parallel import is_error, run_jobs
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
+    started = time.time()
+    tasks, cams, index = _validate(cfg)
+    out = Path(out)
+    is_mw = cfg.benchmark == "metaworld"
+    spec = DatasetSpec(fps=80.0 if is_mw else 20.0, action_dim=4 if is_mw else 7, state_dim=4 if is_mw else 8,
+                       cameras=cams, image_size=(cfg.image_size, cfg.image_size), benchmark=cfg.benchmark,
+                       robot_type=ROBOT_TYPE.get(cfg.benchmark, "panda"), sim_state_dim=VARIABLE)
+    writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite)  # refuses a non-empty out
+    written, next_attempt = _existing_progress(out, tasks) if resume else ({t: 0 for t in tasks}, {t: 0 for t in tasks})
+    N = int(cfg.episodes)
+    cap = int(cfg.max_attempts) if cfg.max_attempts else 3 * N
+    stats_prev = {}
+    if resume and (out / STATS_PATH).is_file():
+        from world2act.utils.io import read_json
+
+        stats_prev = read_json(out / STATS_PATH).get("per_task") or {}
+    per_task = {t: dict(task_id=t, attempts=int(next_attempt[t]), successes=int((stats_prev.get(str(t)) or {}).get("successes", written[t])),
+                        written=written[t], next_attempt=int(next_attempt[t]), failed_seeds=[], errors=0,
+                        steps_success=[], sim_s=0.0, render_s=0.0) for t in tasks}
+    budget = cfg.max_steps or step_budget(cfg.benchmark)
+    for t in tasks:
+        if written[t]:
+            log.info("task %s: %d/%d demonstrations already written (resuming at attempt %d)", t, written[t], N, next_attempt[t])
+    new_written = 0
+    t_collect = time.time()
+
+    def write_stats(complete: bool) -> dict:
+        minutes = max(1e-9, (time.time() - t_collect) / 60.0)
+        pt = {}
+        for t, r in per_task.items():
+            rate = r["successes"] / r["attempts"] if r["attempts"] else None
+            pt[str(t)] = {k: v for k, v in r.items() if k != "steps_success"} | {
+                "success_rate": rate, "mean_success_steps": float(np.mean(r["steps_success"])) if r["steps_success"] else None}
+        tot_a = sum(r["attempts"] for r in per_task.values())
+        tot_s = sum(r["successes"] for r in per_task.values())
+        stats = dict(benchmark=cfg.benchmark, episodes_per_task=N, max_attempts_per_task=cap, complete=complete,
+                     total_attempts=tot_a, total_successes=tot_s, success_rate=(tot_s / tot_a) if tot_a else None,
+                     episodes_written=writer.num_episodes, new_episodes=new_written,
+                     wall_s=round(time.time() - t_collect, 2), demos_per_min=round(new_written / minutes, 3),
+                     workers=cfg.workers, image_size=cfg.image_size, cameras=list(cams), per_task=pt)
+        write_json(out / STATS_PATH, stats)
+        return stats
+
+    def on_result(_i: int, r) -> None:
+        nonlocal new_written
+        if is_error(r):
+            job = r.job
+            rec = per_task[job["task_id"]]
+            rec["errors"] += 1
+            rec["attempts"] = max(rec["attempts"], job["attempt"] + 1)
+            rec["next_attempt"] = max(rec["next_attempt"], job["attempt"] + 1)
+            log.warning("task %s seed %d: error: %s", job["task_id"], job["seed"], r.error)
+            return
+        rec = per_task[r["task_id"]]
+        rec["attempts"] = max(rec["attempts"], r["attempt"] + 1)
+        rec["next_attempt"] = max(rec["next_attempt"], r["attempt"] + 1)
+        rec["sim_s"] += r["sim_s"]
+        rec["render_s"] += r["render_s"]
+        if not r["success"]:
+            rec["failed_seeds"].append(r["seed"])
+            log.debug("task %s seed %d: expert failed after %d steps", r["task_id"], r["seed"], r["steps"])
+            return
+        rec["successes"] += 1
+        rec["steps_success"].append(r["steps"])
+        if rec["written"] < N:
+            writer.add_episode(r["episode"])
+            rec["written"] += 1
+            new_written += 1
+
+    complete = False
+    try:
+        rnd = 0
+        while True:
+            jobs = []
+            for t in tasks:  # task-major so a worker keeps its env
+                rec = per_task[t]
+                need = N - rec["written"]
+                left = cap - rec["next_attempt"]
+                if need <= 0 or left <= 0:
+                    continue
+                rate = rec["successes"] / rec["attempts"] if rec["attempts"] else 1.0
+                n = min(left, need if rnd == 0 and not rec["attempts"] else math.ceil(need / max(rate, 0.25)))
+                for k in range(n):
+                    a = rec["next_attempt"] + k
+                    jobs.append(dict(benchmark=cfg.benchmark, task_id=t, seed=seed_for("demos", index[t], SEED_BLOCK * cfg.seed + a),
+                                     attempt=a, image_size=cfg.image_size, cameras=cams, max_steps=budget))
+            if not jobs:
+                break
+            rnd += 1
+            log.info("round %d: %d rollouts over %d task(s), %d worker(s)", rnd, len(jobs), len({j['task_id'] for j in jobs}), cfg.workers)
+            run_jobs(collect_episode, jobs, cfg.workers, desc=f"collect {cfg.benchmark} (round {rnd})", on_result=on_result)
+            write_stats(False)
+        complete = True
+    finally:
+        writer.finalize()
+        stats = write_stats(complete)
+        for t, r in per_task.items():
+            if r["written"] < N:
+                log.warning("task %s: only %d/%d demonstrations after %d attempts (expert success rate %s)", t,
+                            r["written"], N, r["attempts"], f"{r['successes'] / r['attempts']:.2f}" if r["attempts"] else "n/a")
+        write_manifest(out, stage="collect", config=cfg, metrics={k: v for k, v in stats.items() if k != "per_task"},
+                       complete=complete, started=started)
+    log.info("collected %d new demonstrations (%d in dataset) in %.1f s: %.2f demos/min, expert success rate %s",
+             new_written, writer.num_episodes, stats["wall_s"], stats["demos_per_min"],
+             f"{stats['success_rate']:.3f}" if stats["success_rate"] is not None else "n/a")
+    return stats
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``world2act collect`` (``--out``, ``--seed`` … are added by the CLI)."""
+    p.add_argument("--benchmark", required=True, help="libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld")
+    p.add_argument("--tasks", required=True, help="comma-separated LIBERO task ids (0,1,...) or Meta-World env names "
+                   "(pick-place-v3,door-open-v3), or 'all'")
+    p.add_argument("--episodes", type=int, required=True, help="successful demonstrations per task")
+    p.add_argument("--image-size", type=int, default=64, help="square frame size in pixels (default 64)")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras (default: agentview,wrist for LIBERO; "
+                   "corner2,gripperPOV for Meta-World)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores; 0 = in this process)")
+    p.add_argument("--max-attempts", type=int, default=None, help="rollouts allowed per task (default 3 x --episodes)")
+    p.add_argument("--max-steps", type=int, default=None, help="step cap per episode (default: the suite's budget; Meta-World 500)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted collection in --out up to --episodes per task")
+    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``world2act collect``."""
+    from world2act.envs.parallel import default_workers
+
+    if not args.out:
+        raise World2ActError("--out is required (the dataset folder to write)")
+    if args.resume and args.overwrite:
+        raise World2ActError("--resume and --overwrite exclude each other")
+    if getattr(args, "overrides", None):
+        raise World2ActError(f"collect takes no key=value overrides, got {args.overrides}")
+    cfg = CollectConfig(benchmark=args.benchmark, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], episodes=args.episodes, image_size=args.image_size,
+                        cameras=args.cameras.split(",") if args.cameras else None,
+                        workers=default_workers() if args.workers is None else args.workers,
+                        max_attempts=args.max_attempts, seed=args.seed, max_steps=args.max_steps)
+    stats = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(f"collect: {stats['episodes_written']} demonstrations in {args.out} "
+          f"({stats['new_episodes']} new, {stats['demos_per_min']:.1f} demos/min, expert success rate "
+          f"{stats['success_rate'] if stats['success_rate'] is None else round(stats['success_rate'], 3)})")
+    return 0
