@@ -118,16 +118,21 @@ def test_stats(tmp_path):
 
 
 def test_deterministic(tmp_path):
+    """Parquet and JSON files are byte-identical; videos decode to the same frames within codec
+    tolerance (x264 through PyAV is byte-identical in almost every run, not guaranteed)."""
+    from world2act.data import read_video
+
     eps = [make_episode(i) for i in range(2)]
     _write(tmp_path / "a", eps)
     _write(tmp_path / "b", eps)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert len(files) == 2 * 1 + 2 * 2 + 4  # data, videos, info/tasks/episodes/stats
     for f in files:
-        if f.suffix == ".parquet":
-            ta, tb = pq.read_table(tmp_path / "a" / f), pq.read_table(tmp_path / "b" / f)
-            assert ta.equals(tb), f
-        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+        if f.suffix == ".mp4":
+            va, vb = read_video(tmp_path / "a" / f), read_video(tmp_path / "b" / f)
+            assert va.shape == vb.shape and np.abs(va.astype(np.int16) - vb).mean() < 1.0, f
+        else:
+            assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
 def test_resume_continues_and_checks_spec(tmp_path):

@@ -603,7 +603,8 @@ class LeRobotDataset:
         if "task" not in tt.column_names or "task_index" not in tt.column_names:
             raise World2ActError(f"{tasks_path}: needs columns 'task' and 'task_index', has {tt.column_names}")
         order = np.argsort(tt.column("task_index").to_numpy(zero_copy_only=False))
-        self.tasks: list[str] = [tt.column("task").to_pylist()[j] for j in order]
+        names = tt.column("task").to_pylist()
+        self.tasks: list[str] = [names[j] for j in order]
 
         ep_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not ep_files:
