@@ -247,6 +247,11 @@ class WorldModel(nn.Module):
         return (z - mean) / std  # [B, C, T', H', W']
 
     @torch.no_grad()
+    def _encode_raw_batched(self, videos, batch: int = 8) -> torch.Tensor:
+        """Normalised latents ``[N, C, T', H', W']`` (diffusers layout, CPU) of uint8 clips ``[N, T, H, W, 3]``."""
+        return torch.cat([self._encode_raw(videos[i:i + batch]).cpu() for i in range(0, len(videos), batch)])
+
+    @torch.no_grad()
     def encode(self, video) -> torch.Tensor:
         """Normalised latents ``[B, T', C, H', W']`` of a stitched video (uint8 ``[B, T, H, W, 3]``;
         posterior mode)."""

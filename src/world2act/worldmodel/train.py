@@ -1,0 +1,463 @@
+"""``world2act train-wm``: train the Skill-WM (``--clips skills``) or Base-WM (``--clips episodes``).
+
+Paper Sec. 3.3 / 5.3 and appendix A. Steps (each resumable):
+
+1. Validate the dataset against the model config (cameras, image size, prompts, clip length)
+   before any work; build clip records and hold out whole demonstrations (``clips.json``).
+2. VAE: ``--vae DIR`` / ``--pretrained DIR`` supply one; otherwise a small ``AutoencoderKLWan``
+   is trained on the domain's frames (L1 + MSE + tiny KL on 5-frame snippets), its latent
+   mean/std are set from the training latents, and its reconstruction PSNR on held-out clips is
+   reported (``vae/``).
+3. Latents are encoded once (``cache/latents.safetensors``).
+4. The transformer is trained with the rectified-flow loss that matches the pipeline's sampler
+   (:meth:`WorldModel.flow_matching_loss`), conditioning on the clean first latent frame and the
+   clip prompt (10% prompt dropout for classifier-free guidance). ``accelerate`` drives the loop
+   (multi-GPU without code change); checkpoints every ``ckpt_every`` steps in ``checkpoint/``;
+   a NaN/inf loss stops training and keeps the last good checkpoint.
+5. The final model is written in the diffusers layout, plus ``metrics.json``, ``loss_log.csv``
+   and ``manifest.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from world2act import World2ActError
+
+log = logging.getLogger(__name__)
+
+VAL_SIGMAS = (0.05, 0.25, 1.0, 4.0, 20.0)  # fixed EDM noise levels for the validation loss
+
+
+@dataclass
+class TrainWMConfig:
+    """Configuration of ``world2act train-wm`` (YAML keys / dotted overrides use these names)."""
+
+    dataset: str = ""
+    clips: str = "skills"           # skills (Skill-WM) | episodes (Base-WM)
+    model: str = "small"            # tiny | small | cosmos-predict2-2b
+    model_overrides: dict = field(default_factory=dict)  # e.g. {num_layers: 4}
+    pretrained: str | None = None   # diffusers Cosmos-Predict2 folder (or a world2act WM folder)
+    vae: str | None = None          # pretrained VAE folder (AutoencoderKLWan) to use instead of training one
+    short_clips: str = "error"      # error | skip | pad
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0                # 0 = all cores
+    # VAE training
+    vae_steps: int = 400
+    vae_batch: int = 4
+    vae_lr: float = 1e-3
+    vae_kl: float = 1e-6
+    # transformer training
+    steps: int = 2500
+    batch_size: int = 4
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    p_mean: float = 0.0
+    p_std: float = 1.6
+    prompt_dropout: float = 0.1
+    ckpt_every: int = 250
+    log_every: int = 25
+    max_minutes: float = 0.0        # 0 = no wall-clock limit
+    # evaluation
+    eval_clips: int = 16
+    eval_steps: int = 10
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _psnr_t(x, y):
+    import torch
+
+    mse = ((x.clamp(-1, 1) - y) ** 2).mean(dim=tuple(range(1, x.ndim)))
+    return (10 * torch.log10(4.0 / mse.clamp(min=1e-10))).mean().item()
+
+
+def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.Generator, device: str):
+    """Train a small Wan VAE on 5-frame snippets (1 + one latent chunk) of the training clips.
+
+    Args:
+        train_videos: uint8 ``[N, T, H, W, 3]``.
+    Returns:
+        list of (step, loss) pairs.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    vae.train().to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    warm = max(1, cfg.vae_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
+        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
+    n, t = train_videos.shape[:2]
+    hist = []
+    bar = tqdm(range(cfg.vae_steps), desc="VAE")
+    for step in bar:
+        idx = rng.integers(0, n, cfg.vae_batch)
+        starts = rng.integers(0, t - 4, cfg.vae_batch)
+        clip = np.stack([train_videos[i, s:s + 5] for i, s in zip(idx, starts)])
+        x = torch.from_numpy(clip).to(device).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+        post = vae.encode(x).latent_dist
+        z = post.sample()
+        rec = vae.decode(z).sample
+        kl = 0.5 * (post.mean ** 2 + post.var - 1 - post.logvar).mean()
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + cfg.vae_kl * kl
+        if not torch.isfinite(loss):
+            raise World2ActError(f"VAE training diverged at step {step} (loss {loss.item()}); lower vae_lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            hist.append((step, loss.item()))
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{_psnr_t(rec.detach(), x):.1f}")
+    return hist
+
+
+def _encode_all(vae, videos: np.ndarray, device: str, batch: int = 8):
+    """Raw (un-normalised) posterior-mode latents ``[N, C, T', H', W']`` of uint8 clips."""
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(videos), batch):
+            x = torch.from_numpy(videos[i:i + batch]).to(device).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+            outs.append(vae.encode(x).latent_dist.mode().float().cpu())
+    return torch.cat(outs)
+
+
+def vae_psnr(vae, videos: np.ndarray, device: str) -> float:
+    """Mean reconstruction PSNR (dB) of uint8 clips ``[N, T, H, W, 3]`` through encode/decode (mode)."""
+    import torch
+
+    vals = []
+    with torch.no_grad():
+        for v in videos:
+            x = torch.from_numpy(v[None]).to(device).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+            rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
+            rec8 = ((rec.clamp(-1, 1) + 1) * 127.5).round()
+            mse = ((rec8 - (x + 1) * 127.5) ** 2).mean().item()
+            vals.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def validation_loss(model, x0, embeds, sigmas=VAL_SIGMAS, seed: int = 1234) -> dict:
+    """Flow-matching loss on held-out latents at fixed EDM noise levels (fixed noise, no dropout).
+
+    Args:
+        x0: ``[N, C, T', H', W']`` normalised latents; embeds: ``[N, L, D]``.
+    Returns:
+        ``{"sigma=<s>": loss, ..., "mean": mean}``.
+    """
+    import torch
+
+    out = {}
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        for s in sigmas:
+            t = torch.full((x0.shape[0],), s / (1 + s))
+            losses = []
+            for i in range(0, len(x0), 16):
+                losses.append(model.flow_matching_loss(x0[i:i + 16].to(model.device), embeds[i:i + 16].to(model.device),
+                                                       t=t[i:i + 16].to(model.device),
+                                                       noise=noise[i:i + 16].to(model.device), reduce=False).cpu())
+            out[f"sigma={s:g}"] = float(torch.cat(losses).mean())
+    out["mean"] = float(np.mean([out[f"sigma={s:g}"] for s in sigmas]))
+    return out
+
+
+def generation_metrics(model, videos: np.ndarray, prompts: list[str], steps: int, seed: int = 0) -> dict:
+    """PSNR/SSIM of generated clips vs ground truth (frames 1..T-1) next to the repeat-the-first-frame
+    baseline, on held-out clips ``[N, T, H, W, 3]``."""
+    from world2act.worldmodel.metrics import psnr, ssim
+
+    gen_p, gen_s, base_p, base_s = [], [], [], []
+    for k, (v, p) in enumerate(zip(videos, prompts)):
+        gen, _ = model.generate_clip(v[0], p, num_inference_steps=steps, seed=seed + k)
+        gt = v[1:]
+        rep = np.repeat(v[:1], len(gt), 0)
+        gen_p.append(psnr(gen[1:], gt)); gen_s.append(ssim(gen[1:], gt))
+        base_p.append(psnr(rep, gt)); base_s.append(ssim(rep, gt))
+    return {"n_clips": len(videos), "psnr": float(np.mean(gen_p)), "ssim": float(np.mean(gen_s)),
+            "baseline_repeat_first_psnr": float(np.mean(base_p)), "baseline_repeat_first_ssim": float(np.mean(base_s)),
+            "sampling_steps": steps}
+
+
+# ---------------------------------------------------------------------------------------- run
+def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
+        videos: tuple | None = None) -> dict:
+    """Train a world model into ``out``; returns the metrics dict.
+
+    Args:
+        videos: for tests/programmatic use, ``(records, uint8 clips [N, T, H, W, 3])`` instead of
+            ``cfg.dataset``.
+    Raises:
+        World2ActError: bad dataset/options (before any training), NaN loss (after saving state).
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from world2act.utils.io import atomic_path, prepare_out_dir, read_json, write_json
+    from world2act.utils.manifest import write_manifest
+    from world2act.utils.seeding import resolve_device, seed_everything, set_torch_threads
+    from world2act.worldmodel.configs import get_config
+    from world2act.worldmodel.data import (build_clips, check_dataset, load_clip_videos, prompt_windows,
+                                           split_by_source)
+    from world2act.worldmodel.model import WorldModel, build_vae
+
+    started = time.time()
+    if cfg.clips not in ("skills", "episodes"):
+        raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
+    device = resolve_device(cfg.device)
+    set_torch_threads(cfg.threads or None)
+    rng = seed_everything(cfg.seed)
+
+    # ---- 1. model config and data checks (before writing anything)
+    base = None
+    if cfg.pretrained:
+        base = WorldModel.load(cfg.pretrained, device="cpu", config=cfg.model if cfg.model != "small" else None)
+        wm_cfg = get_config(base.config, **cfg.model_overrides)
+    else:
+        wm_cfg = get_config(cfg.model, **cfg.model_overrides)
+    if videos is None:
+        if not cfg.dataset:
+            raise World2ActError("--dataset is required")
+        from world2act.data import LeRobotDataset
+
+        ds = LeRobotDataset(cfg.dataset)
+        check_dataset(ds, wm_cfg)
+        records = build_clips(ds, cfg.clips, wm_cfg.num_frames, wm_cfg.frame_stride, cfg.short_clips)
+    else:
+        records, clip_videos = videos
+        h, w = wm_cfg.frame_size
+        if clip_videos.ndim != 5 or clip_videos.shape[1:] != (wm_cfg.num_frames, h, w, 3):
+            raise World2ActError(f"clips have shape {clip_videos.shape}, the world model takes "
+                                 f"[N, {wm_cfg.num_frames}, {h}, {w}, 3]")
+    train_src, val_src = split_by_source(records, cfg.val_fraction, cfg.seed)
+    if not train_src:
+        raise World2ActError("no training demonstrations left after the held-out split (lower val_fraction)")
+    out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    write_json(out / "clips.json", {"mode": cfg.clips, "num_frames": wm_cfg.num_frames,
+                                    "frame_stride": wm_cfg.frame_stride, "held_out_source_episodes": sorted(val_src),
+                                    "clips": [dict(r.to_dict(), split="val" if r.source_episode in val_src else "train")
+                                              for r in records]})
+    if videos is None:
+        clip_videos = load_clip_videos(ds, records, wm_cfg)
+    tr_idx = np.array([i for i, r in enumerate(records) if r.source_episode in train_src])
+    va_idx = np.array([i for i, r in enumerate(records) if r.source_episode in val_src], dtype=int)
+    log.info("%d clips (%d train, %d held-out from %d demos)", len(records), len(tr_idx), len(va_idx), len(val_src))
+    metrics: dict = {"clips": cfg.clips, "model": wm_cfg.name, "n_train_clips": int(len(tr_idx)),
+                     "n_val_clips": int(len(va_idx)), "held_out_source_episodes": sorted(val_src)}
+
+    # ---- 2. VAE
+    vae_dir = out / "vae"
+    if (vae_dir / "config.json").is_file():
+        from diffusers import AutoencoderKLWan
+
+        vae = AutoencoderKLWan.from_pretrained(vae_dir).to(device)
+        metrics.update(read_json(out / "vae_metrics.json") if (out / "vae_metrics.json").is_file() else {})
+    else:
+        if cfg.vae or base is not None:
+            from diffusers import AutoencoderKLWan
+
+            vae = base.vae if (base is not None and not cfg.vae) else AutoencoderKLWan.from_pretrained(cfg.vae)
+            if vae.config.z_dim != wm_cfg.latent_channels:
+                raise World2ActError(f"VAE z_dim {vae.config.z_dim} != latent_channels {wm_cfg.latent_channels}")
+            vae = vae.to(device)
+            vm = {"vae": "pretrained"}
+        else:
+            vae = build_vae(wm_cfg)
+            t0 = time.time()
+            hist = train_vae(vae, clip_videos[tr_idx], cfg, rng, device)
+            vm = {"vae": "trained", "vae_steps": cfg.vae_steps, "vae_train_s": round(time.time() - t0, 1),
+                  "vae_final_loss": hist[-1][1] if hist else None}
+            raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
+            mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
+            std = raw.std(dim=(0, 2, 3, 4)).clamp(min=1e-3).tolist()
+            vae.register_to_config(latents_mean=mean, latents_std=std)
+        vae.eval()
+        held = clip_videos[va_idx] if len(va_idx) else clip_videos[tr_idx[:4]]
+        vm["vae_psnr_heldout_db"] = vae_psnr(vae, held[:16], device)
+        log.info("VAE reconstruction PSNR on held-out clips: %.2f dB", vm["vae_psnr_heldout_db"])
+        write_json(out / "vae_metrics.json", vm)
+        tmp = out / "vae.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        vae.save_pretrained(tmp, safe_serialization=True)
+        os.replace(tmp, vae_dir)
+        metrics.update(vm)
+
+    # ---- 3. model + latents
+    model = WorldModel(wm_cfg, transformer=base.transformer if base is not None else None, vae=vae).to(device)
+    for p in model.vae.parameters():
+        p.requires_grad_(False)
+    cache = out / "cache" / "latents.safetensors"
+    if cache.is_file():
+        lat = load_file(cache)["latents"]
+    else:
+        lat = model._encode_raw_batched(clip_videos)
+        with atomic_path(cache) as tmp:
+            save_file({"latents": lat.contiguous()}, str(tmp))
+    prompts = sorted({r.prompt for r in records})
+    emb_table = model.encode_prompts(prompts).cpu()
+    pidx = torch.tensor([prompts.index(r.prompt) for r in records])
+    model.prompt_windows = prompt_windows([records[i] for i in tr_idx]) if cfg.clips == "skills" else {}
+
+    # ---- 4. transformer training
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=device == "cpu")
+    tr = model.transformer
+    opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    lr_fn = lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.steps, 1), 1.0))))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn)
+    ckpt = out / "checkpoint"
+    step = 0
+    loss_log: list[tuple[int, float, float]] = []
+    if (ckpt / "state.json").is_file():
+        from diffusers import CosmosTransformer3DModel
+
+        st = read_json(ckpt / "state.json")
+        tr.load_state_dict(CosmosTransformer3DModel.from_pretrained(ckpt / "transformer").state_dict())
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        step = int(st["step"])
+        loss_log = [tuple(x) for x in st.get("loss_log", [])]
+        metrics["val_loss_start"] = st.get("val_loss_start")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn, last_epoch=step - 1) if step else sched
+        log.info("resuming from step %d", step)
+    tr, opt = acc.prepare(tr, opt)
+    unwrap = acc.unwrap_model(tr)
+    model.transformer = unwrap
+    x_val, e_val = lat[va_idx], emb_table[pidx[va_idx]]
+    if len(va_idx) == 0:
+        x_val, e_val = lat[tr_idx[:8]], emb_table[pidx[tr_idx[:8]]]
+    if metrics.get("val_loss_start") is None:
+        model.eval()
+        metrics["val_loss_start"] = validation_loss(model, x_val, e_val)
+    log.info("validation flow-matching loss at start: %.4f", metrics["val_loss_start"]["mean"])
+
+    def save_ckpt():
+        tmp = out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        acc.unwrap_model(tr).save_pretrained(tmp / "transformer", safe_serialization=True)
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {"step": step, "loss_log": loss_log,
+                                        "val_loss_start": metrics["val_loss_start"]})
+        old = out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if ckpt.exists():
+            os.replace(ckpt, old)
+        os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+
+    from tqdm.auto import tqdm
+
+    g = torch.Generator().manual_seed(cfg.seed + 7919 * step + acc.process_index)
+    brng = np.random.default_rng(cfg.seed + step + 1000 * acc.process_index)
+    tr.train()
+    t_train = time.time()
+    steps_done = 0
+    bar = tqdm(total=cfg.steps, initial=step, desc="WM", disable=not acc.is_local_main_process)
+    stopped = None
+    while step < cfg.steps:
+        b = brng.choice(tr_idx, cfg.batch_size, replace=len(tr_idx) < cfg.batch_size)
+        x0 = lat[b].to(acc.device)
+        emb = emb_table[pidx[b]].clone()
+        drop = torch.rand(len(b), generator=g) < cfg.prompt_dropout
+        emb[drop] = 0.0
+        loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std)
+        if not torch.isfinite(loss):
+            stopped = f"non-finite loss ({loss.item()}) at step {step}"
+            break
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(tr.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        steps_done += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == 1:
+            loss_log.append((step, float(loss), sched.get_last_lr()[0]))
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.ckpt_every == 0 and acc.is_main_process:
+            save_ckpt()
+        if cfg.max_minutes and (time.time() - started) / 60 > cfg.max_minutes:
+            log.warning("max_minutes=%s reached at step %d", cfg.max_minutes, step)
+            break
+    bar.close()
+    train_s = time.time() - t_train
+    _write_loss_log(out / "loss_log.csv", loss_log)
+    if stopped:
+        raise World2ActError(f"training stopped: {stopped}; the last good checkpoint is kept in {ckpt} "
+                             "(lower lr or check the data, then rerun with --resume)")
+    if acc.is_main_process:
+        save_ckpt()
+    metrics["steps"] = step
+    metrics["train_steps_per_s"] = round(steps_done / train_s, 3) if steps_done else None
+
+    # ---- 5. final model, evaluation, metrics
+    model.eval()
+    model.save(out, save_vae=False)
+    metrics["val_loss_end"] = validation_loss(model, x_val, e_val)
+    log.info("validation flow-matching loss at end: %.4f", metrics["val_loss_end"]["mean"])
+    if len(va_idx) and cfg.eval_clips:
+        sel = va_idx[:cfg.eval_clips]
+        t0 = time.time()
+        metrics["heldout_generation"] = generation_metrics(model, clip_videos[sel], [records[i].prompt for i in sel],
+                                                           cfg.eval_steps, seed=cfg.seed)
+        metrics["heldout_generation"]["seconds_per_clip"] = round((time.time() - t0) / len(sel), 3)
+        log.info("held-out generation: %s", metrics["heldout_generation"])
+    metrics["wall_time_s"] = round(time.time() - started, 1)
+    write_json(out / "metrics.json", metrics)
+    write_manifest(out, stage="train-wm", config=dataclasses.asdict(cfg),
+                   inputs={"dataset": str(cfg.dataset), "pretrained": cfg.pretrained, "vae": cfg.vae},
+                   metrics=metrics, started=started)
+    return metrics
+
+
+def _write_loss_log(path: Path, rows) -> None:
+    from world2act.utils.io import atomic_write
+
+    atomic_write(path, "step,loss,lr\n" + "".join(f"{s},{l:.6f},{lr:.3e}\n" for s, l, lr in rows))
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="LeRobot dataset: a skill dataset (--clips skills) or demonstrations (--clips episodes)")
+    p.add_argument("--clips", choices=["skills", "episodes"], default=None,
+                   help="skills = Skill-WM (default), episodes = Base-WM (whole episodes)")
+    p.add_argument("--model", default=None, help="config: tiny | small (default) | cosmos-predict2-2b")
+    p.add_argument("--pretrained", default=None, help="diffusers Cosmos-Predict2 Video2World folder to fine-tune")
+    p.add_argument("--vae", default=None, help="pretrained AutoencoderKLWan folder (skip VAE training)")
+    p.add_argument("--steps", type=int, default=None, help="transformer training steps (default 2500)")
+    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default 400)")
+    p.add_argument("--resume", action="store_true", help="continue in an existing --out folder")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing --out folder first")
+
+
+def main(args) -> int:
+    from world2act.utils.config import load_config
+
+    if not args.out:
+        raise World2ActError("--out is required")
+    cfg = load_config(TrainWMConfig, args.config, args.overrides, dataset=args.dataset, clips=args.clips,
+                      model=args.model, pretrained=args.pretrained, vae=args.vae, steps=args.steps,
+                      vae_steps=args.vae_steps, seed=args.seed, device=args.device)
+    m = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    end = m["val_loss_end"]["mean"]
+    print(f"world model written to {args.out}: val flow-matching loss {m['val_loss_start']['mean']:.4f} -> {end:.4f}")
+    return 0
