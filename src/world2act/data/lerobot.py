@@ -217,7 +217,8 @@ def _read_parquet(path: Path, what: str, columns: Sequence[str] | None = None):
     if not path.is_file():
         raise World2ActError(f"{path}: {what} file not found")
     try:
-        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+        # ParquetFile (not read_table): avoids importing pyarrow.dataset (~0.4 s on first use).
+        return pq.ParquetFile(path).read(columns=list(columns) if columns is not None else None)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise World2ActError(f"{path}: corrupt or unreadable {what} parquet ({type(e).__name__}: {e})") from None
 
@@ -683,8 +684,6 @@ class LeRobotDataset:
 
     def _read_frames(self, i: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Numeric per-frame columns of episode ``i`` (``[T, D]`` or ``[T]``)."""
-        import pyarrow.compute as pc
-
         r = self._row(i)
         path = self._data_path(i)
         T = int(r["length"])
@@ -696,7 +695,9 @@ class LeRobotDataset:
             if absent:
                 raise World2ActError(f"{path}: data file lacks columns {absent}")
             table = table.select(read_cols)
-        if table.num_rows != T:
+        if table.num_rows != T:  # several episodes share this file (written by LeRobot itself)
+            import pyarrow.compute as pc
+
             lo, hi = int(r.get("dataset_from_index", 0)), int(r.get("dataset_to_index", T))
             idx = table.column("index")
             table = table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
