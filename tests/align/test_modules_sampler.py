@@ -136,3 +136,24 @@ def test_bundle_save_load_roundtrip(tmp_path):
     (tmp_path / "normalizer.safetensors").unlink()
     with pytest.raises(World2ActError, match="normalizer.safetensors"):
         AlignmentBundle.load(tmp_path)
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.75])
+def test_in_batch_sampler_honours_hard_ratio(ratio):
+    skills = np.repeat(np.arange(6), 12)  # 6 skills x 12 demos
+    demos = np.tile(np.arange(12), 6)
+    s = NegativeSampler(skills, demos, num_negatives=8, hard_ratio=ratio, seed=0)
+    nb = s.in_batch(32, np.random.default_rng(1))
+    U = len(nb.indices)
+    assert U == 32 and bool(nb.anchors.all()) and len(set(nb.indices.tolist())) == U
+    sk, de = skills[nb.indices], demos[nb.indices]
+    for r in range(U):
+        row = nb.candidates[r].numpy()
+        assert row[r]
+        neg = np.nonzero(row)[0]
+        neg = neg[neg != r]
+        assert len(neg) == 8
+        hard = (sk[neg] == sk[r]) & (de[neg] != de[r])
+        assert int(hard.sum()) == round(ratio * 8)
+        assert not np.any((sk[neg] == sk[r]) & (de[neg] == de[r]))
+    assert nb.hard_fraction == pytest.approx(round(ratio * 8) / 8)

@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 
 def _cfg(**kw):
-    base = dict(steps=60, anchors_per_batch=8, num_negatives=7, eval_every=60, log_every=10, checkpoint_every=30,
+    base = dict(steps=60, batch_size=16, anchors_per_batch=8, num_negatives=7, eval_every=60, log_every=10, checkpoint_every=30,
                 lr=1e-3, latent_dim=8)
     base.update(kw)
     return AlignConfig(**base)
@@ -102,3 +102,10 @@ def test_align_data_roundtrip(tmp_path):
     e = AlignData.load(tmp_path / "c.safetensors")
     assert torch.equal(e.latents, d.latents) and torch.equal(e.mask, d.mask)
     assert e.skill_names == d.skill_names and (e.demo_ids == d.demo_ids).all()
+
+
+def test_explicit_negatives_mode_trains():
+    d = synthetic_dataset(n_skills=3, n_demos=4, seed=4)
+    _, curves = train_adapters(d, None, _cfg(steps=20, negatives="explicit"), progress=False)
+    tr = [c for c in curves if c["kind"] == "train"]
+    assert tr[-1]["loss"] < tr[0]["loss"]

@@ -62,7 +62,7 @@ def test_align_command_end_to_end(tiny_inputs, capsys):
     root = tiny_inputs
     out = root / "out"
     rc = main(["align", "--skills", str(root / "skills"), "--wm", str(root / "wm"), "--out", str(out),
-               "steps=6", "eval_every=3", "log_every=3", "anchors_per_batch=4", "num_negatives=3"])
+               "steps=6", "eval_every=3", "log_every=3", "batch_size=6", "num_negatives=3"])
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["K"] == 16 and m["data"]["T"] == 4 and m["data"]["C"] == 8
@@ -74,7 +74,7 @@ def test_align_command_end_to_end(tiny_inputs, capsys):
     assert b.config.frame_stride == 4 and b.config.num_frames == 17 and b.config.layout == "1x2"
     # a second run with --resume reuses the cache (same key) and the finished checkpoint
     rc = main(["align", "--skills", str(root / "skills"), "--wm", str(root / "wm"), "--out", str(out), "--resume",
-               "steps=6", "eval_every=3", "log_every=3", "anchors_per_batch=4", "num_negatives=3"])
+               "steps=6", "eval_every=3", "log_every=3", "batch_size=6", "num_negatives=3"])
     assert rc == 0
 
 

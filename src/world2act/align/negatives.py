@@ -79,6 +79,9 @@ class NegativeSampler:
         idx = np.arange(n)
         self._hard = [idx[same_skill[i] & ~same_demo[i]] for i in range(n)]
         self._easy = [idx[~same_skill[i]] for i in range(n)]
+        self._by_skill: dict = {}
+        for i in range(n):
+            self._by_skill.setdefault(self.skill[i].item(), []).append(i)
 
     def hard_pool(self, i: int) -> np.ndarray:
         """Indices of item i's hard negatives (same skill, other demonstration)."""
@@ -135,3 +138,68 @@ class NegativeSampler:
             for x in ng:
                 cand[r, order[int(x)]] = True
         return NegativeBatch(indices, anc, cand, nh_total, ne_total)
+
+    def in_batch(self, batch_size: int, rng: np.random.Generator | None = None) -> NegativeBatch:
+        """An in-batch batch (the paper's "negatives (in-batch)"): every item is an anchor and its
+        negatives are drawn from the other items of the same batch.
+
+        The batch is composed of skill groups: each group holds items of one skill from
+        distinct demonstrations (``round(hard_ratio·M) + 1`` of them where the skill has that
+        many), so that hard negatives exist in the batch; groups are added until
+        ``batch_size`` items. Each anchor then gets ``round(hard_ratio·M)`` hard and the rest
+        easy negatives among the batch (topped up from the other kind when short; never
+        itself, never an item of the same skill and demonstration). Cost: ``batch_size``
+        forward passes instead of ``anchors·(1+M)`` for :meth:`batch`.
+        """
+        rng = rng or self.rng
+        M = self.num_negatives
+        want_h = int(round(self.hard_ratio * M))
+        group = max(2, want_h + 1)
+        n_groups = max(2, batch_size // group)
+        sizes = [batch_size // n_groups + (1 if g < batch_size % n_groups else 0) for g in range(n_groups)]
+        skills = list(self._by_skill)
+        order = rng.permutation(len(skills))
+        chosen: list[int] = []
+        used: set[int] = set()
+        deficit = 0
+        for gi, k in enumerate(order):
+            if len(chosen) >= batch_size:
+                break
+            target = (sizes[gi] if gi < n_groups else 0) + deficit
+            if target <= 0:
+                break
+            perm = rng.permutation(np.asarray(self._by_skill[skills[k]]))
+            seen, pick = set(), []
+            for i in perm:  # one item per demonstration (random window)
+                d = self.demo[i].item()
+                if d not in seen:
+                    seen.add(d)
+                    pick.append(int(i))
+                if len(pick) == target:
+                    break
+            pick = pick[: batch_size - len(chosen)]
+            chosen.extend(pick)
+            used.update(pick)
+            deficit = target - len(pick)
+        if len(chosen) < batch_size:  # small datasets: fill with any unused items
+            rest = np.array([i for i in rng.permutation(len(self.skill)) if int(i) not in used], dtype=int)
+            chosen.extend(rest[: batch_size - len(chosen)].tolist())
+        indices = np.asarray(chosen, dtype=int)
+        U = len(indices)
+        sk, de = self.skill[indices], self.demo[indices]
+        cand = torch.zeros(U, U, dtype=torch.bool)
+        nh_total = ne_total = 0
+        local = np.arange(U)
+        for r in range(U):
+            hard = local[(sk == sk[r]) & (de != de[r])]
+            easy = local[sk != sk[r]]
+            n_h = min(want_h, len(hard))
+            n_e = min(M - n_h, len(easy))
+            n_h = min(M - n_e, len(hard))
+            h = rng.choice(hard, size=n_h, replace=False) if n_h else np.empty(0, dtype=int)
+            e = rng.choice(easy, size=n_e, replace=False) if n_e else np.empty(0, dtype=int)
+            cand[r, r] = True
+            cand[r, torch.from_numpy(np.concatenate([h, e]).astype(np.int64))] = True
+            nh_total += n_h
+            ne_total += n_e
+        return NegativeBatch(indices, torch.ones(U, dtype=torch.bool), cand, nh_total, ne_total)

@@ -39,7 +39,11 @@ class AlignConfig:
     Loss (paper Sec. 4.1): ``variant`` one of bi_infonce (paper) | single_infonce | marginal |
     global (Table S3); ``lam`` λ (authors' code 0.1); ``tau`` τ (0.07); ``margin`` for the hinge
     variant; ``hard_ratio`` fraction of hard negatives (paper 0.25, authors' code 0.75);
-    ``num_negatives`` negatives per anchor; ``anchors_per_batch`` anchors per step.
+    ``num_negatives`` negatives per anchor. ``negatives``: ``in_batch`` (default; the paper's
+    "negatives (in-batch)": ``batch_size`` items, each an anchor whose negatives are drawn from
+    the same batch, which is composed of skill groups so hard negatives exist) or ``explicit``
+    (``anchors_per_batch`` anchors, each with its own freshly drawn negatives; exact ratio but
+    ~``1+num_negatives`` times the compute).
 
     Optimisation (authors' defaults): AdamW ``lr`` 1e-4, ``weight_decay`` 1e-2, ``betas``
     (0.9, 0.95), ``grad_clip`` 1.0; ``steps`` updates.
@@ -59,6 +63,8 @@ class AlignConfig:
     margin: float = 0.2
     hard_ratio: float = 0.25
     num_negatives: int = 15
+    batch_size: int = 32
+    negatives: str = "in_batch"
     anchors_per_batch: int = 16
     steps: int = 2000
     lr: float = 1e-4
@@ -80,11 +86,13 @@ class AlignConfig:
     def __post_init__(self):
         if self.variant not in LOSS_VARIANTS:
             raise World2ActError(f"variant {self.variant!r} is not one of {list(LOSS_VARIANTS)}")
+        if self.negatives not in ("in_batch", "explicit"):
+            raise World2ActError(f"negatives {self.negatives!r} is not one of ['in_batch', 'explicit']")
         if self.latent_source not in ("denoised", "generated"):
             raise World2ActError(f"latent_source {self.latent_source!r} is not one of ['denoised', 'generated']")
         if not 0.0 <= self.hard_ratio <= 1.0:
             raise World2ActError(f"hard_ratio must be in [0, 1], got {self.hard_ratio}")
-        for name in ("latent_dim", "num_negatives", "anchors_per_batch", "steps", "eval_every", "log_every",
+        for name in ("latent_dim", "num_negatives", "anchors_per_batch", "batch_size", "steps", "eval_every", "log_every",
                      "checkpoint_every", "wm_batch"):
             if int(getattr(self, name)) < 1:
                 raise World2ActError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -210,7 +218,8 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
     bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
                dynamic_ncols=True, leave=False)
     for step in bar:
-        nb = sampler.batch(cfg.anchors_per_batch, rng)
+        nb = (sampler.in_batch(cfg.batch_size, rng) if cfg.negatives == "in_batch"
+              else sampler.batch(cfg.anchors_per_batch, rng))
         idx = torch.from_numpy(nb.indices)
         lat = lat_all[idx].to(device).float()
         act = act_all[idx]
