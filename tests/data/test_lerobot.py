@@ -240,3 +240,39 @@ def test_corruption_errors_name_the_file(tmp_path):
         LeRobotDataset(root)
     with pytest.raises(World2ActError, match="not found"):
         LeRobotDataset(tmp_path / "nope")
+
+
+def test_reads_lerobot_packed_files(tmp_path):
+    """LeRobot itself packs several episodes per data/video file: rows are selected by
+    dataset_from_index/to_index and frames by from_timestamp."""
+    import pyarrow as pa
+
+    from world2act.data import read_video, write_video
+
+    root = tmp_path / "ds"
+    eps = [make_episode(0, T=12), make_episode(1, T=9)]
+    _write(root, eps)
+    d0, d1 = (root / DATA_PATH.format(chunk_index=0, file_index=i) for i in (0, 1))
+    pq.write_table(pa.concat_tables([pq.read_table(d0), pq.read_table(d1)]), d0)
+    d1.unlink()
+    for cam in CAMS:
+        v0, v1 = _video(root, 0, cam), _video(root, 1, cam)
+        write_video(v0, np.concatenate([read_video(v0), read_video(v1)]), 20, crf=0)
+        v1.unlink()
+    epf = root / EPISODES_PATH
+    t = pq.read_table(epf)
+    for name in t.column_names:
+        if name.endswith("file_index") and not name.startswith("meta/"):
+            t = t.set_column(t.column_names.index(name), name, pa.array([0, 0], pa.int64()))
+    for cam in CAMS:
+        k = f"videos/observation.images.{cam}/from_timestamp"
+        t = t.set_column(t.column_names.index(k), k, pa.array([0.0, 12 / 20]))
+    pq.write_table(t, epf)
+    ds = LeRobotDataset(root)
+    for i, e in enumerate(eps):
+        r = ds.load_episode(i)
+        np.testing.assert_array_equal(r.actions, e.actions)
+        np.testing.assert_array_equal(r.sim_states, e.sim_states)
+        for cam in CAMS:
+            assert r.images[cam].shape == e.images[cam].shape
+            assert np.abs(r.images[cam].astype(np.int16) - e.images[cam]).mean() < CODEC_MAE_BOUND
