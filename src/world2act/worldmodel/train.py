@@ -391,7 +391,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         steps_done += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
-            loss_log.append((step, float(loss), sched.get_last_lr()[0]))
+            loss_log.append((step, loss.item(), sched.get_last_lr()[0]))
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.ckpt_every == 0 and acc.is_main_process:
             save_ckpt()

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from world2act import World2ActError
+from world2act.worldmodel import WorldModel
+from world2act.worldmodel.train import TrainWMConfig, run
+
+from synthetic import synthetic_clips
+
+FAST = dict(model="tiny", steps=4, vae_steps=2, vae_batch=2, batch_size=2, ckpt_every=2, log_every=1,
+            eval_clips=1, eval_steps=1, val_fraction=0.25, device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wm")
+    data = synthetic_clips(8)
+    m = run(TrainWMConfig(**FAST), out, overwrite=True, videos=data)
+    return out, m, data
+
+
+def test_train_writes_model_and_metrics(trained):
+    out, m, _ = trained
+    for f in ("metrics.json", "manifest.json", "clips.json", "loss_log.csv", "config.json", "vae/config.json",
+              "transformer/config.json", "checkpoint/state.json"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 4 and set(metrics["val_loss_start"]) == set(metrics["val_loss_end"])
+    assert "psnr" in metrics["heldout_generation"] and "baseline_repeat_first_psnr" in metrics["heldout_generation"]
+    clips = json.loads((out / "clips.json").read_text())
+    held = set(clips["held_out_source_episodes"])
+    assert held and all((c["split"] == "val") == (c["source_episode"] in held) for c in clips["clips"])
+    wm = WorldModel.load(out)
+    assert wm.config.name == "tiny"
+
+
+def test_resume_continues_from_checkpoint(trained, tmp_path):
+    out, _, data = trained
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4
+    m = run(TrainWMConfig(**dict(FAST, steps=6)), out, resume=True, videos=data)
+    assert m["steps"] == 6
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 6
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
+    data = synthetic_clips(8)
+    calls = {"n": 0}
+    orig = WorldModel.flow_matching_loss
+
+    def bad(self, *a, **k):
+        loss = orig(self, *a, **k)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] > 2:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(WorldModel, "flow_matching_loss", bad)
+    with pytest.raises(World2ActError, match="non-finite loss.*last good checkpoint"):
+        run(TrainWMConfig(**dict(FAST, steps=10)), tmp_path / "wm", videos=data)
+    assert json.loads((tmp_path / "wm" / "checkpoint" / "state.json").read_text())["step"] == 2
+
+
+def test_bad_clip_shape_rejected_before_training(tmp_path):
+    recs, vids = synthetic_clips(4)
+    with pytest.raises(World2ActError, match="world model takes"):
+        run(TrainWMConfig(**FAST), tmp_path / "wm", videos=(recs, vids[:, :, :, :32]))
+    assert not (tmp_path / "wm").exists()
+
+
+def test_imagine_writes_documented_outputs(trained, tmp_path):
+    from world2act.worldmodel.imagine import imagine
+
+    out, _, (recs, vids) = trained
+    wm = WorldModel.load(out)
+    info = imagine(wm, vids[0, 0], "pick up the bowl and place it in the basket", tmp_path / "im", steps=1)
+    n = len(info["clip_prompts"])
+    assert n >= 1 and info["video_shape"] == [1 + 16 * n, 32, 64, 3]
+    t = load_file(tmp_path / "im" / "latents.safetensors")
+    assert tuple(t["latents"].shape) == (1 + 4 * n, 8, 4, 8)
+    assert t["latent_action_ranges"][1].tolist() == [0, 16]
+    assert (tmp_path / "im" / "video.mp4").stat().st_size > 0
+    assert json.loads((tmp_path / "im" / "prompts.json").read_text())["clip_prompts"] == info["clip_prompts"]
