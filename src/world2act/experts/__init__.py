@@ -30,9 +30,14 @@ def supported_tasks(benchmark: str) -> list:
         from world2act.experts.metaworld_expert import supported_metaworld_tasks
 
         return supported_metaworld_tasks()
+    return _libero_supported(benchmark)
+
+
+def _libero_supported(benchmark: str) -> list:
     from world2act.experts.libero_expert import supported_libero_tasks
 
-    return list(supported_libero_tasks(benchmark))
+    table = supported_libero_tasks()  # suite -> task ids
+    return list(table.get(benchmark, [])) if isinstance(table, dict) else list(table)
 
 
 def make_expert(env, seed: int = 0) -> Expert:
@@ -45,9 +50,9 @@ def make_expert(env, seed: int = 0) -> Expert:
         from world2act.experts.metaworld_expert import MetaWorldExpert
 
         return MetaWorldExpert(env, seed=seed)
-    from world2act.experts.libero_expert import LiberoExpert, supported_libero_tasks
+    from world2act.experts.libero_expert import LiberoExpert
 
-    supported = list(supported_libero_tasks(env.benchmark))
+    supported = _libero_supported(env.benchmark)
     if env.task_id not in supported:
         raise World2ActError(f"no scripted expert for {env.benchmark} task {env.task_id} ({env.task_name}); "
                              f"supported task ids: {supported}")
