@@ -14,9 +14,11 @@ torch.set_num_threads(1)
 
 def test_clip_windows_follow_latent_action_mapping():
     # defaults: 17 frames, stride 4 -> 64 steps per window, K = 16
-    assert clip_windows(64, 17, 4) == [(0, 4)]
+    assert clip_windows(65, 17, 4) == [(0, 4)]
+    assert clip_windows(64, 17, 4) == [(0, 3)]  # row 64 (end of chunk 4) is not a real frame
     assert clip_windows(40, 17, 4) == [(0, 2)]
     assert clip_windows(150, 17, 4) == [(0, 4), (64, 4), (128, 1)]
+    assert clip_windows(16, 17, 4) == []
     assert clip_windows(10, 17, 4) == []
     assert clip_windows(9, 9, 1) == [(0, 2)]  # 9 frames stride 1: K=4, 8 steps per window
 
@@ -41,6 +43,7 @@ def tiny_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("align_e2e")
     torch.manual_seed(0)
     WorldModel.from_config("tiny").save(root / "wm")
+    (root / "wm" / "clips.json").write_text(json.dumps({"held_out_source_episodes": [1]}))
     spec = DatasetSpec(fps=20, action_dim=3, state_dim=2, cameras=("agentview", "wrist"), image_size=(32, 32))
     rng = np.random.default_rng(0)
     with LeRobotDatasetWriter(root / "skills", spec) as w:
@@ -66,7 +69,8 @@ def test_align_command_end_to_end(tiny_inputs, capsys):
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["data"]["K"] == 16 and m["data"]["T"] == 4 and m["data"]["C"] == 8
-    assert m["split"]["heldout_demos"] == 1 and m["split"]["train_demos"] == 2
+    assert m["split"]["source"] == "wm" and m["split"]["heldout_demo_ids"] == [1]  # the WM's held-out demos
+    assert m["split"]["train_demos"] == 2
     info = json.loads((out / "cache" / "cache_info.json").read_text())
     assert info["windows"] == 6 and info["valid_latent_frames"] == 12  # 36 steps -> 2 latent frames each
     b = AlignmentBundle.load(out)

@@ -50,7 +50,9 @@ class AlignConfig:
 
     Data: ``latent_source`` ``denoised`` (the WM's x0 prediction at noise ``sigma`` given the
     ground-truth clip, as the authors do) or ``generated`` (latents of a clip the WM generates
-    from the clip's first frame and prompt); ``val_fraction`` of demonstrations held out;
+    from the clip's first frame and prompt); ``heldout`` ``wm`` (default: hold out the world
+    model's own held-out demonstrations, read from ``WM/clips.json``, when it has any) or
+    ``random`` (``val_fraction`` of each instruction's demonstrations);
     ``max_clips`` caps the clips used (0 = all); ``wm_batch`` clips per WM call.
     """
 
@@ -75,6 +77,7 @@ class AlignConfig:
     sigma: float = 0.1
     generate_steps: int = 10
     val_fraction: float = 0.2
+    heldout: str = "wm"
     max_clips: int = 0
     wm_batch: int = 4
     eval_every: int = 200
@@ -88,6 +91,8 @@ class AlignConfig:
             raise World2ActError(f"variant {self.variant!r} is not one of {list(LOSS_VARIANTS)}")
         if self.negatives not in ("in_batch", "explicit"):
             raise World2ActError(f"negatives {self.negatives!r} is not one of ['in_batch', 'explicit']")
+        if self.heldout not in ("wm", "random"):
+            raise World2ActError(f"heldout {self.heldout!r} is not one of ['wm', 'random']")
         if self.latent_source not in ("denoised", "generated"):
             raise World2ActError(f"latent_source {self.latent_source!r} is not one of ['denoised', 'generated']")
         if not 0.0 <= self.hard_ratio <= 1.0:
@@ -356,8 +361,16 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
 
         data, adapter_cfg = build_cache(cfg, out / "cache", device=device)
     adapter_cfg = adapter_cfg or AdapterConfig()
-    groups = {int(k): v for k, v in (data.info.get("demo_groups") or {}).items()} or None
-    tr_idx, va_idx = split_by_demo(data, cfg.val_fraction, cfg.seed, groups)
+    wm_held = np.asarray(data.info.get("wm_heldout_demos") or [], dtype=np.int64)
+    is_held = np.isin(data.demo_ids, wm_held)
+    if cfg.heldout == "wm" and is_held.any() and not is_held.all():
+        # the world model's own held-out demonstrations: unseen by the WM and by the adapters
+        tr_idx, va_idx = np.nonzero(~is_held)[0], np.nonzero(is_held)[0]
+        split_source = "wm"
+    else:
+        groups = {int(k): v for k, v in (data.info.get("demo_groups") or {}).items()} or None
+        tr_idx, va_idx = split_by_demo(data, cfg.val_fraction, cfg.seed, groups)
+        split_source = "random"
     train, val = data.subset(tr_idx), data.subset(va_idx)
     log.info("align: %d train / %d held-out windows (%d / %d demonstrations), T'=%d, K=%d, A=%d, C=%d",
              len(train), len(val), len(np.unique(train.demo_ids)), len(np.unique(val.demo_ids)),
@@ -365,7 +378,7 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
     if len(np.unique(train.skill_ids)) < 2:
         raise World2ActError(f"{cfg.skills or 'data'}: need at least 2 distinct skills for easy negatives, found "
                              f"{len(np.unique(train.skill_ids))}")
-    split = {"train_windows": len(train), "heldout_windows": len(val),
+    split = {"source": split_source, "train_windows": len(train), "heldout_windows": len(val),
              "train_demos": int(len(np.unique(train.demo_ids))), "heldout_demos": int(len(np.unique(val.demo_ids))),
              "heldout_demo_ids": sorted(int(x) for x in np.unique(val.demo_ids)),
              "skills": len(data.skill_names) or int(len(np.unique(data.skill_ids)))}

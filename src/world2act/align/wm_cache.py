@@ -6,9 +6,10 @@ world-model windows starting at steps ``0, S, 2S, ...`` with ``S = (num_frames-1
 (64 by default). A window starting at step ``w`` takes clip frames at rows ``w + s·i``
 (i = 0..num_frames-1) — rows past the clip's end repeat its last frame — and for latent frame
 ``j >= 1`` the actions of steps ``w + [K(j-1), Kj)`` with ``K = 4·s``. Latent frame j is *valid*
-(mask True) only if all its K actions lie inside the clip; a window is kept when it has at least
-one valid latent frame (so a 40-step clip gives one window with 2 valid latent frames, the
-padded rest masked out). Latent frame 0 (the first frame alone) carries no actions and is
+(mask True) only if all its K actions lie inside the clip and its last frame (row ``w + Kj``) is
+a real frame; a window is kept when it has at least one valid latent frame (so a 40-row clip
+gives one window with 2 valid latent frames, the padded rest masked out). Windows are those of
+the world model's own clip rule (``world2act.worldmodel.data.skill_windows``). Latent frame 0 (the first frame alone) carries no actions and is
 dropped.
 
 Latents: ``denoised`` — ``wm.denoised_latents(clip, prompt, sigma)``, the denoiser's x0
@@ -52,23 +53,24 @@ def check_inputs(cfg) -> None:
 
 
 def clip_windows(length: int, num_frames: int, frame_stride: int) -> list[tuple[int, int]]:
-    """Windows of a clip of ``length`` control steps: ``[(start_step, n_valid_latent_frames)]``.
+    """Windows of a clip of ``length`` rows: ``[(start_step, n_valid_latent_frames)]``.
 
-    ``n_valid`` counts action-bearing latent frames (j >= 1) whose K actions all lie in the clip.
+    Uses the world model's own clip rule (:func:`world2act.worldmodel.data.skill_windows`, short
+    clips skipped) so Stage 1 sees exactly the windows the Skill-WM was trained on. A latent frame
+    ``j >= 1`` is valid when its K actions exist and its last frame (row ``start + K·j``) is a
+    real frame of the clip, not padding.
     """
-    from world2act.worldmodel.alignment import actions_per_latent_frame, clip_control_steps, num_latent_frames
+    from world2act.worldmodel.alignment import actions_per_latent_frame, num_latent_frames
+    from world2act.worldmodel.data import skill_windows
 
-    span = clip_control_steps(num_frames, frame_stride)
     K = actions_per_latent_frame(frame_stride)
     n_lat = num_latent_frames(num_frames) - 1
     out = []
-    w = 0
-    while w < length:
-        n_valid = min(n_lat, (length - w) // K)
-        if n_valid < 1:
-            break
-        out.append((w, n_valid))
-        w += span
+    for rows, _real in skill_windows(length, num_frames, frame_stride, short_clips="skip"):
+        start = rows[0]
+        n_valid = min(n_lat, (length - 1 - start) // K)
+        if n_valid >= 1:
+            out.append((start, n_valid))
     return out
 
 
@@ -94,7 +96,7 @@ def window_pair(actions: np.ndarray, frames: np.ndarray, start: int, num_frames:
     mask = np.zeros(len(ranges), dtype=bool)
     for j, (a, b) in enumerate(ranges):
         lo, hi = start + a, start + b
-        if hi <= L:
+        if hi <= min(L, frames.shape[0] - 1):  # actions exist and the chunk's last frame is real
             chunks[j] = actions[lo:hi]
             mask[j] = True
     return video, chunks, mask
@@ -186,15 +188,14 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
         raise World2ActError(f"--skills {cfg.skills}: no clip is long enough for one latent frame "
                              f"({4 * wc.frame_stride} control steps)")
     skill_names = list(ds.tasks)
-    demo_key = {}
-    for e in episodes:
-        m = metas[e]
-        demo_key[e] = str(m.get("source_episode", m.get("source_episode_index", e)))
-    demo_codes = {k: i for i, k in enumerate(sorted(set(demo_key.values()), key=lambda s: (len(s), s)))}
-    demo_groups = {}
-    for e in episodes:
-        m = metas[e]
-        demo_groups[demo_codes[demo_key[e]]] = str(m.get("instruction", m.get("source_task", "")))
+    demo_of = {e: int(metas[e].get("source_episode", e)) for e in episodes}
+    demo_groups = {demo_of[e]: str(metas[e].get("instruction") or metas[e].get("task", "")) for e in episodes}
+    wm_heldout = []
+    clips_json = wm_dir / "clips.json"
+    if clips_json.is_file():
+        from world2act.utils.io import read_json
+
+        wm_heldout = [int(x) for x in read_json(clips_json).get("held_out_source_episodes", [])]
 
     # ---- compute latents in parts (resumable)
     parts_dir = cache_dir / "parts"
@@ -251,11 +252,11 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
     data = AlignData(
         latents, actions, mask,
         skill_ids=np.array([metas[e]["task_index"] for e in ep_arr]),
-        demo_ids=np.array([demo_codes[demo_key[e]] for e in ep_arr]),
+        demo_ids=np.array([demo_of[e] for e in ep_arr]),
         clip_ids=ep_arr, skill_names=skill_names,
         info={"cache_key": key, "skills": str(cfg.skills), "wm": str(cfg.wm), "latent_source": cfg.latent_source,
               "sigma": cfg.sigma, "window_starts": [it[1] for it in items],
-              "demo_groups": {str(k): v for k, v in demo_groups.items()},
+              "demo_groups": {str(k): v for k, v in demo_groups.items()}, "wm_heldout_demos": wm_heldout,
               "latent_stats": {"mean": float(latents.mean()), "std": float(latents.std())}},
     )
     data.save(final)
