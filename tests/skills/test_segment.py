@@ -19,18 +19,18 @@ def test_segment_end_to_end(demo_dataset, tmp_path, capsys):
     out = tmp_path / "skills"
     rc = cli_main(["segment", "--dataset", str(demo_dataset), "--out", str(out), "--no-progress"])
     assert rc == 0
-    assert "4/6 episodes synchronised" in capsys.readouterr().out
+    assert "5/7 episodes synchronised" in capsys.readouterr().out
     stats = json.loads((out / "meta/skill_stats.json").read_text())
-    assert stats["episodes_in"] == 6 and stats["episodes_synced"] == 4 and stats["clips_out"] == 8
-    assert stats["sync_rate"] == pytest.approx(4 / 6, abs=1e-4)
+    assert stats["episodes_in"] == 7 and stats["episodes_synced"] == 5 and stats["clips_out"] == 10
+    assert stats["sync_rate"] == pytest.approx(5 / 7, abs=1e-4) and stats["retried_grasps_ignored"] == 1
     assert stats["discard_reasons"] == {"extra_events": 1, "missing_events": 1}
     assert stats["contact"]["tau"] == 0.1 and stats["contact"]["w_open"] == pytest.approx(0.08, abs=1e-4)
-    assert stats["lengths"]["after"]["count"] == 8 and stats["lengths"]["before"]["count"] == 6
+    assert stats["lengths"]["after"]["count"] == 10 and stats["lengths"]["before"]["count"] == 7
     assert (out / "meta/skill_lengths.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "manifest.json").read_text())["complete"]
 
     skills, src = LeRobotDataset(out), LeRobotDataset(demo_dataset)
-    assert skills.num_episodes == 8
+    assert skills.num_episodes == 10
     assert skills.tasks == ["pick up the alphabet soup", "place the alphabet soup in the basket"]
     m0, m1 = skills.episode_meta(0), skills.episode_meta(1)
     assert (m0["source_episode"], m0["frame_from"], m0["skill_index"], m0["num_skills"]) == (0, 0, 0, 2)
@@ -48,7 +48,9 @@ def test_segment_end_to_end(demo_dataset, tmp_path, capsys):
     assert np.abs(clip.images["agentview"].astype(int) - ep.images["agentview"][a:b].astype(int)).mean() < 4
 
     seg = json.loads((out / "meta/skill_segments.json").read_text())
-    assert [s["reason"] for s in seg] == [None] * 4 + ["missing_events", "extra_events"]
+    assert [s["reason"] for s in seg] == [None] * 4 + ["missing_events", None, "extra_events"]
+    assert "ignored 1 retried grasp(s) at frames 20-38" in seg[5]["detail"]
+    assert seg[5]["clips"][0]["frame_to"] > 50  # the pick clip holds the failed attempt and the retry
 
     # deterministic: a second run gives identical files (manifest timestamps aside)
     out2 = tmp_path / "skills2"

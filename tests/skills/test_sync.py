@@ -42,13 +42,35 @@ def test_unsynchronised_reasons():
     steps = decompose_instruction(PNP)
     al = align_schema([], steps, 100)
     assert not al.ok and al.reason == "missing_events"
-    al = align_schema([C(10, 12), O(20, 22), C(40, 42), O(70, 72)], steps, 100)
+    al = align_schema([C(10, 12), O(20, 22), C(40, 42), O(70, 72)], steps, 100, max_ignored_retries=0)
+    assert not al.ok and al.reason == "extra_events"
+    four = [C(10 + 20 * k, 12 + 20 * k) if j == 0 else O(18 + 20 * k, 19 + 20 * k) for k in range(4) for j in (0, 1)]
+    al = align_schema(four, steps, 100)  # more than two retries: not explained away
     assert not al.ok and al.reason == "extra_events"
     al = align_schema([C(10, 12), O(20, 22)], steps, 100, min_clip_frames=20)
     assert not al.ok and al.reason == "clip_too_short"
     # a non-last interaction without a closure cannot be bounded
     al = align_schema([C(50, 52), O(90, 92)], decompose_instruction("turn on the stove and put the moka pot on it"), 120)
     assert not al.ok and al.reason == "missing_events"
+
+
+def test_retried_grasp_is_ignored():
+    steps = decompose_instruction(PNP)
+    ev = [C(20, 23), O(40, 42), C(60, 63), O(120, 123)]
+    strict = align_schema(ev, steps, 150, max_ignored_retries=0)
+    assert not strict.ok and strict.reason == "extra_events"
+    al = align_schema(ev, steps, 150)
+    assert al.ok and al.boundaries == [0, 64, 150] and al.ignored_retries == 1 and "20-40" in al.detail
+    # success reached while holding after a retry: close, open, close
+    assert align_schema(ev[:3], steps, 150).boundaries == [0, 64, 150]
+    # with hand positions, the cycle that carried least is the one ignored
+    two = decompose_instruction("put both the alphabet soup and the tomato sauce in the basket")
+    ev2 = [C(10, 12), O(30, 32), C(50, 52), O(70, 72), C(90, 92), O(110, 112)]
+    pos2 = np.zeros((150, 3))
+    pos2[70:, 0] = 0.4  # only cycles 2 (50-70) and 3 (90-110) carried something
+    pos2[110:, 1] = 0.4
+    al2 = align_schema(ev2, two, 150, positions=pos2)
+    assert al2.ok and al2.boundaries == [0, 53, 73, 93, 150] and "10-30" in al2.detail
 
 
 def test_boundaries_from_indices():

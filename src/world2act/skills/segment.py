@@ -69,6 +69,8 @@ class SegmentConfig:
         use_gripper_action: corroborate closures with the commanded gripper sign (last action
             dim, +1 = close in LIBERO and Meta-World).
         min_clip_frames: an episode whose clips would be shorter than this is discarded.
+        max_ignored_retries: schema aligner: at most this many retried grasps (a grasp released
+            and tried again) are ignored as false positives (0 = strict; see sync.align_schema).
         include_failed: also segment episodes recorded as unsuccessful (default: skipped and
             counted in ``episodes_skipped``, not in the sync rate).
         llm: LLM settings (used with ``decomposer="llm"``).
@@ -86,6 +88,7 @@ class SegmentConfig:
     max_settle: int = 15
     use_gripper_action: bool = False
     min_clip_frames: int = 8
+    max_ignored_retries: int = 2
     include_failed: bool = False
     llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
     progress: bool = True
@@ -252,7 +255,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     pbar = dict(disable=not cfg.progress, leave=False)
     skipped = {"unsuccessful": 0}
     results: list[EpisodeSegmentation] = []
-    loaded: dict[int, tuple[np.ndarray, np.ndarray, int, str]] = {}
+    loaded: dict[int, tuple[np.ndarray, np.ndarray, int, str, np.ndarray]] = {}
     for i in tqdm(range(ds.num_episodes), desc="reading gripper signals", **pbar):
         meta = ds.episode_meta(i)
         task, T = str(meta["task"]), int(meta["length"])
@@ -272,7 +275,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         if not (np.all(np.isfinite(ep.actions)) and np.all(np.isfinite(ep.states))):
             results.append(EpisodeSegmentation(i, T, task, False, NAN_VALUES, "actions or states contain NaN/inf"))
             continue
-        loaded[i] = (w, np.asarray(ep.actions), T, task)
+        loaded[i] = (w, np.asarray(ep.actions), T, task, np.asarray(ep.states[:, :3], dtype=np.float64))
         results.append(EpisodeSegmentation(i, T, task, False))  # decided below
     if not results:
         raise World2ActError(f"{src}: no episode to segment ({skipped['unsuccessful']} unsuccessful episodes skipped; "
@@ -319,7 +322,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     for r in results:
         if r.episode not in loaded:
             continue
-        w, actions, T, task = loaded[r.episode]
+        w, actions, T, task, _ = loaded[r.episode]
         w_open = w_open_global if w_open_global is not None else robust_open_width(w)
         params = contact_params(cfg, benchmark, w_open)
         params_by_ep[r.episode] = params
@@ -332,7 +335,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     for r in results:
         if r.episode not in loaded:
             continue
-        w, actions, T, task = loaded[r.episode]
+        w, actions, T, task, positions = loaded[r.episode]
         steps = schemas.get(task)
         if T < 2:
             r.reason, r.detail = TOO_SHORT, f"{T} frames"
@@ -344,10 +347,14 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         if steps is None:
             r.reason, r.detail = UNPARSEABLE, schema_errors.get(task, "")
             continue
-        al = align_schema(contacts[r.episode].events, steps, T, cfg.min_clip_frames)
+        al = align_schema(contacts[r.episode].events, steps, T, cfg.min_clip_frames, positions=positions,
+                          max_ignored_retries=cfg.max_ignored_retries)
         r.steps = list(steps)
         if al.ok:
             r.synced, r.boundaries = True, al.boundaries
+            r.ignored_retries = al.ignored_retries
+            if al.detail:
+                r.detail = "; ".join(x for x in (r.detail, al.detail) if x)
         else:
             r.reason, r.detail = al.reason, al.detail
             r.steps = list(steps)
@@ -415,6 +422,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             "max_settle": cfg.max_settle, "use_gripper_action": cfg.use_gripper_action,
         },
         "lengths": distribution_report(before, clip_lengths, fps=ds.fps),
+        "retried_grasps_ignored": sum(r.ignored_retries for r in results),
         "clips_per_verb": _count([s.verb for r in synced for s in r.steps]),
         "per_task": summary["per_task"],
         "unparseable_instructions": schema_errors,

@@ -41,6 +41,8 @@ import collections
 import dataclasses
 from typing import Sequence
 
+import numpy as np
+
 from world2act.skills.contacts import ContactEvent
 from world2act.skills.decompose import SkillStep
 
@@ -77,10 +79,12 @@ class Alignment:
     reason: str | None = None
     detail: str = ""
     used_events: list[int | None] = dataclasses.field(default_factory=list)
+    ignored_retries: int = 0
 
 
 def align_schema(events: Sequence[ContactEvent], steps: Sequence[SkillStep], T: int,
-                 min_clip_frames: int = 1) -> Alignment:
+                 min_clip_frames: int = 1, positions: np.ndarray | None = None,
+                 max_ignored_retries: int = 2) -> Alignment:
     """Deterministic schema aligner: place skill boundaries at the events each skill consumes.
 
     Args:
@@ -88,10 +92,44 @@ def align_schema(events: Sequence[ContactEvent], steps: Sequence[SkillStep], T: 
         steps: the decomposed skills (at least one).
         T: episode length in frames.
         min_clip_frames: clips shorter than this make the episode unsynchronised.
+        positions: optional ``[T, 3]`` end-effector positions (m) used to rank retried grasps.
+        max_ignored_retries: at most this many retried grasps are filtered (0 disables).
 
     Returns:
-        :class:`Alignment` (see the module docstring for the rule).
+        :class:`Alignment` (see the module docstring for the rule). When the events only
+        fail to align because of left-over events, close+open cycles that are *followed by
+        another closure* (a grasp that was released and tried again) are treated as false
+        positives: the ones that carried least (smallest horizontal hand displacement between
+        closing and opening, or shortest hold without ``positions``) are ignored, one more at
+        a time, until the rest aligns; ``detail`` then names the ignored frames.
     """
+    al = _align(events, steps, T, min_clip_frames)
+    if al.ok or al.reason != EXTRA_EVENTS or max_ignored_retries <= 0:
+        return al
+    cycles = [i for i in range(len(events) - 2)
+              if events[i].kind == "close" and events[i + 1].kind == "open" and events[i + 2].kind == "close"]
+
+    def carried(i: int) -> float:
+        a, b = events[i].index, events[i + 1].index
+        if positions is not None and positions.shape[0] > b:
+            return float(np.linalg.norm(positions[b, :2] - positions[a, :2]))
+        return float(b - a)
+
+    ranked = sorted(cycles, key=lambda i: (carried(i), i))
+    for n in range(1, min(max_ignored_retries, len(ranked)) + 1):
+        drop = set(ranked[:n])
+        skip = drop | {i + 1 for i in drop}
+        kept = [e for j, e in enumerate(events) if j not in skip]
+        al2 = _align(kept, steps, T, min_clip_frames)
+        if al2.ok:
+            frames = ", ".join(f"{events[i].index}-{events[i + 1].index}" for i in sorted(drop))
+            al2.detail = f"ignored {n} retried grasp(s) at frames {frames}"
+            al2.ignored_retries = n
+            return al2
+    return al
+
+
+def _align(events: Sequence[ContactEvent], steps: Sequence[SkillStep], T: int, min_clip_frames: int) -> Alignment:
     if not steps:
         raise ValueError("align_schema needs at least one skill")
     kinds = [e.kind for e in events]
@@ -153,6 +191,7 @@ class EpisodeSegmentation:
         steps: decomposed skills (empty if the instruction could not be decomposed).
         boundaries: ``[K + 1]`` clip boundaries when synced.
         events: event dicts (kind, index, end, closure) for reporting.
+        ignored_retries: retried grasps the schema aligner ignored.
     """
 
     episode: int
@@ -164,6 +203,7 @@ class EpisodeSegmentation:
     steps: list[SkillStep] = dataclasses.field(default_factory=list)
     boundaries: list[int] = dataclasses.field(default_factory=list)
     events: list[dict] = dataclasses.field(default_factory=list)
+    ignored_retries: int = 0
 
     def clips(self) -> list[tuple[int, int, SkillStep]]:
         """``[(frame_from, frame_to_exclusive, step)]`` pairs, in order (empty if not synced)."""
