@@ -28,29 +28,35 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 
+_ENVS: dict = {}
+
+
 def rollout(benchmark: str, task, seed: int) -> dict:
     from world2act.envs import make_env
     from world2act.experts import make_expert
 
-    env = make_env(benchmark, task)  # nothing is rendered
-    try:
-        env.reset(seed=seed)
-        expert = make_expert(env, seed=seed)
-        expert.reset()
-        widths, actions, pos, ok = [], [], [], False
-        for _ in range(env.max_steps):
-            widths.append(env.gripper_width())
-            pos.append(np.asarray(env.proprio()[:3], np.float64))
-            a = np.asarray(expert.act(), dtype=np.float32)
-            actions.append(a)
-            env.step(a)
-            if env.is_success():
-                ok = True
-                break
-        return {"instruction": env.instruction, "task": str(task), "seed": seed, "success": ok,
-                "width": np.asarray(widths, np.float64), "actions": np.stack(actions), "pos": np.stack(pos)}
-    finally:
-        env.close()
+    key = (benchmark, task)
+    if key not in _ENVS:
+        for e in _ENVS.values():
+            e.close()
+        _ENVS.clear()
+        _ENVS[key] = make_env(benchmark, task)  # nothing is rendered
+    env = _ENVS[key]
+    env.reset(seed=seed)
+    expert = make_expert(env, seed=seed)
+    expert.reset()
+    widths, actions, pos, ok = [], [], [], False
+    for _ in range(env.max_steps):
+        widths.append(env.gripper_width())
+        pos.append(np.asarray(env.proprio()[:3], np.float64))
+        a = np.asarray(expert.act(), dtype=np.float32)
+        actions.append(a)
+        env.step(a)
+        if env.is_success():
+            ok = True
+            break
+    return {"instruction": env.instruction, "task": str(task), "seed": seed, "success": ok,
+            "width": np.asarray(widths, np.float64), "actions": np.stack(actions), "pos": np.stack(pos)}
 
 
 def analyse(traces: list[dict], benchmark: str, tau: float | None, w_open: str, use_action: bool) -> dict:
@@ -144,6 +150,8 @@ def main() -> int:
                 traces.append(tr)
                 print(f"  {bench} {task} seed {a.seed0 + k}: success={tr['success']} steps={len(tr['width'])}",
                       file=sys.stderr, flush=True)
+        for e in _ENVS.values():
+            e.close()
         if a.traces:
             meta = {"benchmark": bench, "traces": [{k: v for k, v in t.items() if k not in ("width", "actions", "pos")} for t in traces]}
             np.savez_compressed(a.traces, meta=json.dumps(meta), **{f"w{i}": t["width"] for i, t in enumerate(traces)},

@@ -17,13 +17,17 @@ import numpy as np
 MEDIAN_BAND = 0.25
 
 
-def median_share(lengths: Sequence[int], band: float = MEDIAN_BAND) -> float:
-    """Fraction of ``lengths`` within ``+-band`` (relative) of their median; 0.0 if empty."""
+def median_share(lengths: Sequence[int], band: float = MEDIAN_BAND, window: float | None = None) -> float:
+    """Fraction of ``lengths`` within ``+-band`` (relative) of their median; 0.0 if empty.
+
+    With ``window`` (frames) the band is absolute: ``|L - median| <= window``.
+    """
     x = np.asarray(lengths, dtype=np.float64)
     if x.size == 0:
         return 0.0
     med = float(np.median(x))
-    return float(np.mean(np.abs(x - med) <= band * med + 1e-9))
+    w = band * med if window is None else float(window)
+    return float(np.mean(np.abs(x - med) <= w + 1e-9))
 
 
 def length_stats(lengths: Sequence[int], band: float = MEDIAN_BAND) -> dict:
@@ -67,10 +71,14 @@ def distribution_report(before: Sequence[int], after: Sequence[int], fps: float 
 
     Returns:
         ``{"before": length_stats, "after": length_stats, "median_share_gain": after - before
-        (absolute, fraction), "histogram": {"bin_edges", "before", "after"}, "fps"}``.
+        (fraction; the relative +-25 % band), "abs_window_frames", "median_share_abs": {"before",
+        "after"} (the same absolute window, 25 % of the episode median, around each median: how
+        concentrated the lengths are in frames, which is what fixed-length WM training sees),
+        "histogram": {"bin_edges", "before", "after"}, "fps"}``.
     """
     bins = _bins(before, after)
     b, a = length_stats(before), length_stats(after)
+    win = MEDIAN_BAND * float(np.median(before)) if len(before) else 0.0
     return {
         "unit": "frames",
         "fps": fps,
@@ -78,6 +86,9 @@ def distribution_report(before: Sequence[int], after: Sequence[int], fps: float 
         "before": b,
         "after": a,
         "median_share_gain": round(a["median_share"] - b["median_share"], 4),
+        "abs_window_frames": round(win, 2),
+        "median_share_abs": {"before": round(median_share(before, window=win), 4),
+                             "after": round(median_share(after, window=win), 4)},
         "histogram": {"bin_edges": histogram(before, bins)["bin_edges"],
                       "before": histogram(before, bins)["counts"], "after": histogram(after, bins)["counts"]},
     }
