@@ -124,3 +124,9 @@ def test_wilson_interval():
     lo, hi = wilson_interval(47, 50)
     assert 0.83 < lo < 0.85 and 0.97 < hi < 0.99
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_error_source_is_recorded(tmp_path):
+    res = _run(tmp_path, "src", 0, policy=make_crashing_policy)
+    srcs = {("blow-up" in e["error"], e["error_source"]) for e in res["episodes"] if e["error"]}
+    assert (True, "env") in srcs and (False, "policy") in srcs

@@ -195,7 +195,7 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
     Returns:
         record dict: ``task``, ``task_index``, ``trial``, ``seed``, ``init_state_index``,
         ``reset_seed``, ``success``, ``steps``, ``error`` (None or ``"Type: message"``),
-        ``traceback``, ``wall_s``, ``policy_s``, ``obs_s`` (rendering + proprio), ``video``.
+        ``error_source`` (``"env"`` or ``"policy"``, with an error), ``traceback``, ``wall_s``, ``policy_s``, ``obs_s`` (rendering + proprio), ``video``.
     """
     from world2act.policies.base import batch_observations
 
@@ -205,16 +205,19 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
     t_start = time.perf_counter()
     policy = state.policy
     frames: list[np.ndarray] = []
+    source = ["env"]  # which side is running: a crash in the env drops the cached env
     try:
         env = state.get_env(job.task)
         if job.init_state_index is not None:
             env.reset(init_state_index=job.init_state_index)
         else:
             env.reset(seed=job.reset_seed)
+        source[0] = "policy"
         policy.reset()
         policy.seed(job.policy_seed)
         if policy.needs_env:
             policy.bind_env(env)
+        source[0] = "env"
         vcam = state.spec.video_camera or env.cameras[0]
         stride = max(1, int(state.spec.video_stride))
 
@@ -230,6 +233,7 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
             t0 = time.perf_counter()
             obs = batch_observations([env.observe(cams, state.image_size)])
             t1 = time.perf_counter()
+            source[0] = "policy"
             chunk = np.asarray(policy.predict_action_chunk(obs), dtype=np.float32)
             rec["obs_s"] += t1 - t0
             rec["policy_s"] += time.perf_counter() - t1
@@ -237,6 +241,7 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
                 raise World2ActError(f"policy returned actions of shape {chunk.shape}, expected [1, K, {env.action_dim}]")
             if not np.all(np.isfinite(chunk)):
                 raise World2ActError("policy returned non-finite actions")
+            source[0] = "env"
             for a in chunk[0]:
                 env.step(a)
                 steps += 1
@@ -251,9 +256,11 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
         rec["success"] = bool(success)
     except Exception as e:  # noqa: BLE001 - any episode failure is recorded, never dropped
         rec["error"] = f"{type(e).__name__}: {e}"
+        rec["error_source"] = source[0]
         rec["traceback"] = traceback.format_exc(limit=6)
         rec["success"] = False
-        state.drop_env()  # a crashed simulator may be in a bad state: rebuild for the next job
+        if source[0] == "env":
+            state.drop_env()  # a crashed simulator may be in a bad state: rebuild it for the next job
     if frames and state.spec.video_dir:
         try:
             from world2act.data.video import write_video
