@@ -101,7 +101,7 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
         if only and st.name not in only:
             raise World2ActError(f"stage {st.name} is not up to date and not in --only {only}")
         prefix = st.program or [sys.executable, "-m", "world2act"]
-        argv = [*prefix, st.command, *[a.format(out=out) for a in st.args], "--out", str(folder)]
+        argv = [*prefix, st.command, *[a.replace("{out}", str(out)) for a in st.args], "--out", str(folder)]
         if folder.exists() and any(folder.iterdir()):
             if st.resumable and not stamp.is_file():
                 argv.append("--resume")  # interrupted earlier: continue from its checkpoints

@@ -36,7 +36,8 @@ def smoke() -> tuple[list[Stage], dict]:
     """Every stage at toy size (≤ 8 min on 2 cores); run by the end-to-end test in CI."""
     stages = _stages(
         benchmark="libero_object", tasks="0", episodes=3,
-        wm_args=["--model", "tiny", "vae.steps=30", "train.steps=20", "eval.num_clips=1"],
+        wm_args=["--model", "tiny", "--vae-steps", "30", "--steps", "20", "eval_clips=1", "eval_steps=2", "short_clips=pad",
+                 "model_overrides={image_size: [64, 64]}"],
         base_args=["--steps", "30", "--chunk-size", "16", "--batch-size", "8"],
         align_args=["--steps", "30"],
         post_args=["--iterations", "2", "--num-envs", "2", "--init-states", "2", "max_chunks=2"],
@@ -49,7 +50,7 @@ def quick() -> tuple[list[Stage], dict]:
     """libero_object, four tasks; a meaningful base vs World2Act comparison in ≤ 60 min on 2 cores."""
     stages = _stages(
         benchmark="libero_object", tasks="0,1,2,3", episodes=20,
-        wm_args=["--model", "small"],
+        wm_args=["--model", "small", "max_minutes=12", "short_clips=pad"],
         base_args=["--chunk-size", "16", "--max-minutes", "10"],
         align_args=[],
         post_args=["--iterations", "24", "--num-envs", "4", "--init-states", "8"],
@@ -64,7 +65,7 @@ def paper() -> tuple[list[Stage], dict]:
     """The paper's protocol (50 trials × 5 seeds, 2×2 views, larger models); for GPU machines."""
     stages = _stages(
         benchmark="libero_object", tasks="all", episodes=50,
-        wm_args=["--model", "small", "data.layout=2x2"],
+        wm_args=["--model", "small", "short_clips=pad"],
         base_args=["--chunk-size", "16"],
         align_args=["--compare"],
         post_args=["--iterations", "200", "--num-envs", "8", "--init-states", "50"],
