@@ -79,10 +79,12 @@ def analyse(traces: list[dict], benchmark: str, tau: float | None, w_open: str, 
     reasons = collections.Counter()
     before, after = [], []
     examples = {}
+    retries = 0
     for t in good:
         steps = decompose_instruction(t["instruction"])
         res = detect_events(t["width"], p, t["actions"])
-        al = align_schema(res.events, steps, len(t["width"]), 8)
+        al = align_schema(res.events, steps, len(t["width"]), 8, positions=t.get("pos"))
+        retries += al.ignored_retries
         per_task[t["instruction"]][0] += 1
         before.append(len(t["width"]))
         if al.ok:
@@ -98,7 +100,7 @@ def analyse(traces: list[dict], benchmark: str, tau: float | None, w_open: str, 
         "episodes": len(traces), "successful": n, "synced": s, "sync_rate": round(s / n, 4) if n else None,
         "tau": p.tau, "w_open": round(wo, 5), "use_gripper_action": use_action,
         "per_task": {k: f"{v[1]}/{v[0]}" for k, v in per_task.items()},
-        "discard_reasons": dict(reasons), "examples": examples,
+        "discard_reasons": dict(reasons), "examples": examples, "retried_grasps_ignored": retries,
         "median_share_before": length_stats(before)["median_share"], "median_share_after": length_stats(after)["median_share"],
         "median_len_before": length_stats(before)["median"], "median_len_after": length_stats(after)["median"],
     }

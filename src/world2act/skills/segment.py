@@ -184,7 +184,10 @@ def main(args: argparse.Namespace) -> int:
     if stats["discard_reasons"]:
         print("  discarded: " + ", ".join(f"{k} {v}" for k, v in stats["discard_reasons"].items()))
     lb, la = stats["lengths"]["before"], stats["lengths"]["after"]
-    print(f"  median-centred share (±25%): episodes {lb['median_share']:.1%} -> clips {la['median_share']:.1%}")
+    ab = stats["lengths"]["median_share_abs"]
+    print(f"  median-centred share (±25% of each median): episodes {lb['median_share']:.1%} -> clips "
+          f"{la['median_share']:.1%}; within ±{stats['lengths']['abs_window_frames']:.0f} frames: "
+          f"{ab['before']:.1%} -> {ab['after']:.1%}")
     return 0
 
 
