@@ -119,3 +119,15 @@ def make_wrong_dim_policy():
     p = NoisyReacher()
     p.action_dim = 4
     return p
+
+
+class SlowEnv(FakeEnv):
+    def step(self, action):
+        import time
+
+        time.sleep(0.01)
+        super().step(action)
+
+
+def slow_env_factory(benchmark, task, camera_size, cameras):
+    return SlowEnv(task, camera_size)

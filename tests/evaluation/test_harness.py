@@ -130,3 +130,34 @@ def test_error_source_is_recorded(tmp_path):
     res = _run(tmp_path, "src", 0, policy=make_crashing_policy)
     srcs = {("blow-up" in e["error"], e["error_source"]) for e in res["episodes"] if e["error"]}
     assert (True, "env") in srcs and (False, "policy") in srcs
+
+
+def test_ctrl_c_keeps_finished_results(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "int"
+    here = Path(__file__).parent
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from eval_fakes import slow_env_factory, make_noisy_reacher\n"
+            "from world2act.evaluation import evaluate\n"
+            "evaluate(make_noisy_reacher, 'libero_object', [0, 1], 20, [0], %r, workers=2, video_episodes=0,"
+            " env_factory=slow_env_factory, progress=False, latency=False)\n") % (str(here), str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ep = out / "episodes.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ep.is_file() and len(ep.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    res = json.loads((out / "eval.json").read_text())
+    assert res["complete"] is False
+    finished = len(ep.read_text().splitlines())
+    assert 3 <= len(res["episodes"]) == finished < 40
+    assert "Incomplete run" in (out / "eval.md").read_text()
