@@ -72,6 +72,8 @@ class ExpertGains:
         pinch_max_width: widest object extent (m) grasped with a central pinch (the Panda
             gripper opens to 0.08 m).
         max_retries: re-grasps allowed per object after a failed lift.
+        rim_depth: for rim grasps, grip-site depth below the rim (m).
+        min_lift: the hand always rises at least this much above its grasp height (m).
     """
 
     pos_gain: float = 1.0
@@ -92,6 +94,8 @@ class ExpertGains:
     phase_timeout: int = 70
     pinch_max_width: float = 0.068
     max_retries: int = 2
+    min_lift: float = 0.06
+    rim_depth: float = 0.02
 
 
 @dataclasses.dataclass
@@ -161,6 +165,7 @@ class LiberoExpert:
         self.sim = env.sim
         self.gains = gains or ExpertGains()
         self.plan = parse_goal(env)
+        self._base_xy = np.array(self.sim.data.get_body_xpos("robot0_base"))[:2]
         self._rng = np.random.default_rng(seed)
         self._robot = env.env.robots[0]
         inner = env.env.env
@@ -210,7 +215,8 @@ class LiberoExpert:
 
     def _obstacles(self, exclude: str) -> list[Box]:
         boxes = [self._box(n) for n in self._obj_geoms if n != exclude]
-        boxes += [geoms_box(self.sim, g) for g in self._fixture_geoms.values() if g]
+        # fixtures (cabinets, stoves, racks) are large: one box per collision geom
+        boxes += [geoms_box(self.sim, [g]) for geoms in self._fixture_geoms.values() for g in geoms]
         return boxes
 
     def _target(self, step: PickPlace) -> tuple[np.ndarray, float, float]:
@@ -270,13 +276,14 @@ class LiberoExpert:
             d = np.array([np.cos(a), np.sin(a)])
             rim = center[:2] + (radius - g.rim_inset) * d
             outer = center[:2] + (radius + 0.025) * d
-            toward_robot = -d[0]  # the robot stands at -x: prefer the near rim
+            to_base = self._base_xy - center[:2]
+            toward_robot = float(d @ to_base / (np.linalg.norm(to_base) + 1e-9))  # prefer the near rim
             score = min(clearance([rim, outer]), 0.05) + 0.01 * toward_robot
             if score > best_score:
                 best_dir, best_score = a, score
         d = np.array([np.cos(best_dir), np.sin(best_dir)])
         grip_xy = center[:2] + (radius - g.rim_inset) * d
-        z = max(hi[2] - 0.015, lo[2] + g.min_finger_clearance)
+        z = max(hi[2] - g.rim_depth, lo[2] + g.min_finger_clearance)
         return GraspPlan(grip_xy - pos[:2], float(z), float(wrap_half_pi(best_dir)), "rim")
 
     # ------------------------------------------------------------------ control
@@ -398,7 +405,10 @@ class LiberoExpert:
         the target's top."""
         eef, _ = self._eef()
         below = eef[2] - self._box(step.obj).lo[2]  # grip site to object bottom
-        return float(target_top + self.gains.carry_clearance + below)
+        carry = target_top + self.gains.carry_clearance + below
+        if self._lift_start is not None:  # always lift clear of where the object was
+            carry = max(carry, self._lift_start[0] + self.gains.min_lift)
+        return float(carry)
 
     def _fail_grasp(self) -> np.ndarray:
         """Open, back off upward and re-plan the grasp (or give up after ``max_retries``)."""
