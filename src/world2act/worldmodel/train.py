@@ -58,6 +58,7 @@ class TrainWMConfig:
     vae_batch: int = 4
     vae_lr: float = 1e-3
     vae_kl: float = 1e-6
+    vae_max_minutes: float = 0.0    # 0 = no wall-clock limit on VAE training
     # transformer training
     steps: int = 2500
     batch_size: int = 4
@@ -102,8 +103,12 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
     n, t = train_videos.shape[:2]
     hist = []
+    t0 = time.time()
     bar = tqdm(range(cfg.vae_steps), desc="VAE")
     for step in bar:
+        if cfg.vae_max_minutes and (time.time() - t0) / 60 > cfg.vae_max_minutes:
+            log.warning("vae_max_minutes=%s reached at VAE step %d", cfg.vae_max_minutes, step)
+            break
         idx = rng.integers(0, n, cfg.vae_batch)
         starts = rng.integers(0, t - 4, cfg.vae_batch)
         clip = np.stack([train_videos[i, s:s + 5] for i, s in zip(idx, starts)])
@@ -120,8 +125,8 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
+        hist.append((step, loss.item()))
         if step % 10 == 0:
-            hist.append((step, loss.item()))
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{_psnr_t(rec.detach(), x):.1f}")
     return hist
 
@@ -282,7 +287,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             vae = build_vae(wm_cfg)
             t0 = time.time()
             hist = train_vae(vae, clip_videos[tr_idx], cfg, rng, device)
-            vm = {"vae": "trained", "vae_steps": cfg.vae_steps, "vae_train_s": round(time.time() - t0, 1),
+            vm = {"vae": "trained", "vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
                   "vae_final_loss": hist[-1][1] if hist else None}
             raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
             mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
