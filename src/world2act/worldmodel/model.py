@@ -291,7 +291,8 @@ class WorldModel(nn.Module):
         fh, fw = self.config.frame_size
         padding_mask = z.new_zeros(1, 1, fh, fw)
         dtype = self.transformer.dtype
-        return self.transformer(hidden_states=z.to(dtype), timestep=timestep.to(dtype),
+        net = self.__dict__.get("_train_net") or self.transformer  # DDP-wrapped denoiser while training
+        return net(hidden_states=z.to(dtype), timestep=timestep.to(dtype),
                                 encoder_hidden_states=embeds.to(dtype), fps=self.config.fps,
                                 condition_mask=cond_mask.to(dtype), padding_mask=padding_mask.to(dtype),
                                 return_dict=False)[0].float()
@@ -455,7 +456,9 @@ class WorldModel(nn.Module):
             raise World2ActError(f"first_frame: expected shape ({h}, {w}, 3), got {frame.shape}")
         embeds = self.encode_prompts(list(prompts))
         videos, lats = [], []
-        for k, p in enumerate(prompts):
+        from tqdm.auto import tqdm
+
+        for k, p in enumerate(tqdm(prompts, desc="rollout clips", disable=not progress)):
             v, lat = self.generate_clip(frame, p, num_inference_steps, seed + k, guidance_scale,
                                         prompt_embeds=embeds[k:k + 1])
             videos.append(v if k == 0 else v[1:])

@@ -343,8 +343,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn, last_epoch=step - 1) if step else sched
         log.info("resuming from step %d", step)
     tr, opt = acc.prepare(tr, opt)
-    unwrap = acc.unwrap_model(tr)
-    model.transformer = unwrap
+    model.transformer = acc.unwrap_model(tr)
+    model.__dict__["_train_net"] = tr  # forward through the (possibly DDP-wrapped) module so gradients sync
     x_val, e_val = lat[va_idx], emb_table[pidx[va_idx]]
     if len(va_idx) == 0:
         x_val, e_val = lat[tr_idx[:8]], emb_table[pidx[tr_idx[:8]]]
@@ -415,6 +415,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     metrics["train_steps_per_s"] = round(steps_done / train_s, 3) if steps_done else None
 
     # ---- 5. final model, evaluation, metrics
+    model.__dict__.pop("_train_net", None)
     model.eval()
     model.save(out, save_vae=False)
     metrics["val_loss_end"] = validation_loss(model, x_val, e_val)
