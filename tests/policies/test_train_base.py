@@ -45,7 +45,7 @@ def test_train_tiny_policy_and_resume(dataset, tmp_path):
                    *TINY])
     assert rc == 0
     for f in ("config.json", "model.safetensors", "normalizer.safetensors", "metrics.json", "manifest.json",
-              "checkpoint/state.json"):
+              "checkpoint/state.json", "checkpoint/normalizer.safetensors"):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["steps"] == 10 and m["demonstrations"] == 4 and m["frames"] == 80

@@ -7,7 +7,8 @@ next ``K`` actions (steps past the episode end are masked out of the loss), appl
 image shift (±``augment_shift`` px, DrQ-style) and takes one AdamW step; an exponential moving
 average (EMA) of the weights is what gets saved.
 
-Resumable: ``<out>/checkpoint/`` holds weights, EMA, optimiser state and the step; with
+Resumable: ``<out>/checkpoint/`` holds weights, EMA, optimiser state, the normaliser and the
+step; with
 ``--resume`` training continues from there and batches are drawn from ``rng(seed, step)`` so a
 resumed run sees the same batches as an uninterrupted one. Ctrl-C saves a checkpoint first.
 """
@@ -191,7 +192,7 @@ def _lr_at(step: int, cfg: TrainBaseConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
-def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float) -> None:
+def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float, normalizer=None) -> None:
     from safetensors.torch import save_file
 
     from world2act.utils.io import atomic_path, write_json
@@ -201,6 +202,8 @@ def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float) -> No
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     with atomic_path(ckpt / "ema.safetensors") as tmp:
         save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(tmp))
+    if normalizer is not None:
+        normalizer.save(ckpt / "normalizer.safetensors")
     with atomic_path(ckpt / "optimizer.pt") as tmp:
         torch.save(opt.state_dict(), tmp)
     write_json(ckpt / "state.json", {"step": step, "elapsed_s": elapsed})  # written last: marks a complete checkpoint
@@ -240,7 +243,11 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                             state_dim=int(demos.states.shape[1]), chunk_size=cfg.chunk_size, cameras=cams,
                             image_size=(int(H), int(W)), d_model=cfg.d_model, enc_layers=cfg.enc_layers,
                             dec_layers=cfg.dec_layers, flow_steps=cfg.flow_steps)
-    normalizer = Normalizer.fit_arrays({"observation.state": demos.states, "action": demos.actions})
+    ckpt = out / CKPT
+    if resume and (ckpt / "normalizer.safetensors").is_file():  # keep the units the weights were trained in
+        normalizer = Normalizer.load(ckpt / "normalizer.safetensors")
+    else:
+        normalizer = Normalizer.fit_arrays({"observation.state": demos.states, "action": demos.actions})
     net = FlowPolicyNet(pcfg).to(device)
     ema = FlowPolicyNet(pcfg).to(device)
     ema.load_state_dict(net.state_dict())
@@ -249,7 +256,6 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     policy = FlowPolicy(pcfg, normalizer, ema, device=device)
     lang_all = policy.embed_tasks(demos.tasks)  # [n_tasks, 384]
 
-    ckpt = out / CKPT
     start_step, prev_elapsed = 0, 0.0
     if resume and (ckpt / "state.json").is_file():
         st = read_json(ckpt / "state.json")
@@ -312,17 +318,17 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                 curve.append({"step": step, "loss": loss_ema, "lr": _lr_at(step - 1, cfg),
                               "elapsed_s": round(prev_elapsed + time.time() - t0, 1)})
             if step % cfg.save_every == 0:
-                _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0)
+                _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0, normalizer)
                 write_json(curve_path, curve)
     except KeyboardInterrupt:
-        _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0)
+        _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0, normalizer)
         write_json(curve_path, curve)
         log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
         raise
     finally:
         bar.close()
     elapsed = prev_elapsed + time.time() - t0
-    _save_checkpoint(ckpt, net, ema, opt, step, elapsed)
+    _save_checkpoint(ckpt, net, ema, opt, step, elapsed, normalizer)
     write_json(curve_path, curve)
     metrics = {"steps": step, "stopped_by": stopped, "final_loss": loss_ema, "train_minutes": round(elapsed / 60, 2),
                "demonstrations": demos.episodes, "frames": len(demos), "tasks": demos.tasks,
