@@ -58,6 +58,9 @@ def test_train_imagine_compare(datasets, tmp_path, capsys):
                 "--instruction", "pick up the bowl and place it in the basket", "--steps", "1",
                 "--out", str(tmp_path / "im")]) == 0
     info = json.loads((tmp_path / "im" / "prompts.json").read_text())
+    assert cli(["imagine", "--wm", str(tmp_path / "skill"), "--dataset", str(datasets / "demos"), "--episode", "3",
+                "--instruction", "pick up the bowl and place it in the basket", "--steps", "1",
+                "--out", str(tmp_path / "im2")]) == 0
     assert info["skill_prompts"] == ["pick up the bowl", "place the bowl in the basket"]
     assert info["video_shape"] == [33, 32, 64, 3] and info["latents_shape"] == [9, 8, 4, 8]
 

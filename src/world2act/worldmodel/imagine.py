@@ -60,6 +60,23 @@ def load_image(path: str | Path, frame_size: tuple[int, int], resize: bool = Fal
     return np.asarray(img, dtype=np.uint8)
 
 
+def dataset_frame(root: str, episode: int, cfg) -> np.ndarray:
+    """The stitched first frame ``[H, W, 3]`` of ``episode`` in a LeRobot dataset.
+
+    Raises:
+        World2ActError: bad dataset/episode, or cameras / image size that do not fit the model.
+    """
+    from world2act.data import LeRobotDataset
+    from world2act.worldmodel.data import check_dataset, stitch
+
+    ds = LeRobotDataset(root)
+    if not 0 <= episode < ds.num_episodes:
+        raise World2ActError(f"--episode {episode}: {root} has episodes 0..{ds.num_episodes - 1}")
+    check_dataset(ds, cfg)
+    ep = ds.load_episode(episode, cameras=list(cfg.cameras))
+    return stitch({c: v[:1] for c, v in ep.images.items()}, cfg.cameras, cfg.layout)[0]
+
+
 def imagine(wm, frame: np.ndarray, instruction: str, out: str | Path, *, steps: int | None = None, seed: int = 0,
             clips_per_skill: int | None = None, guidance_scale: float | None = None) -> dict:
     """Decompose, roll out and write ``video.mp4``, ``latents.safetensors``, ``prompts.json`` into ``out``."""
@@ -98,7 +115,9 @@ def imagine(wm, frame: np.ndarray, instruction: str, out: str | Path, *, steps: 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wm", required=True, help="world-model folder (from train-wm)")
-    p.add_argument("--image", required=True, help="first frame: PNG with the stitched views (H x W of the model)")
+    p.add_argument("--image", help="first frame: PNG with the stitched views (H x W of the model)")
+    p.add_argument("--dataset", help="instead of --image: take the first frame of --episode from this LeRobot dataset")
+    p.add_argument("--episode", type=int, default=0, help="episode index for --dataset (default 0)")
     p.add_argument("--instruction", required=True, help="global task instruction")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10 for small)")
     p.add_argument("--clips-per-skill", type=int, default=None,
@@ -117,7 +136,12 @@ def main(args) -> int:
         raise World2ActError("--out is required")
     set_torch_threads()
     wm = WorldModel.load(args.wm, device=resolve_device(args.device))
-    frame = load_image(args.image, wm.config.frame_size, resize=args.resize)
+    if bool(args.image) == bool(args.dataset):
+        raise World2ActError("give exactly one of --image PNG or --dataset DIR [--episode N]")
+    if args.image:
+        frame = load_image(args.image, wm.config.frame_size, resize=args.resize)
+    else:
+        frame = dataset_frame(args.dataset, args.episode, wm.config)
     with torch.no_grad():
         info = imagine(wm, frame, args.instruction, args.out, steps=args.steps, seed=args.seed,
                        clips_per_skill=args.clips_per_skill, guidance_scale=args.guidance)
