@@ -49,3 +49,26 @@ def test_prompt_windows():
     recs = [ClipRecord(0, 0, "pick", "t", [0], 1, 0, 4.0, 0), ClipRecord(0, 0, "pick", "t", [0], 1, 0, 4.0, 1),
             ClipRecord(1, 0, "place", "t", [0], 1, 0, 4.0, 0)]
     assert prompt_windows(recs) == {"pick": 2, "place": 1}
+
+
+class _FakeDS:
+    root = "fake"
+
+    def __init__(self, metas):
+        self.metas = metas
+        self.num_episodes = len(metas)
+
+    def episode_meta(self, i):
+        return self.metas[i]
+
+
+def test_build_clips_records_source_rows_and_rejects_missing_prompts():
+    from world2act.worldmodel.data import build_clips
+
+    ds = _FakeDS([dict(task="pick up the bowl", length=100, source_episode=7, frame_from=30, instruction="x")])
+    (a, b) = build_clips(ds, "skills", 17, 4)
+    assert a.source_episode == 7 and a.source_start == 30 and b.source_start == 30 + 64 and b.window == 1
+    with pytest.raises(World2ActError, match="episode 0 has no prompt"):
+        build_clips(_FakeDS([dict(task=" ", length=100)]), "skills", 17, 4)
+    with pytest.raises(World2ActError, match="--clips"):
+        build_clips(ds, "frames", 17, 4)
