@@ -40,3 +40,17 @@ def test_bad_frame_counts(bad):
 def test_bad_stride():
     with pytest.raises(World2ActError):
         actions_per_latent_frame(0)
+
+
+def test_latent_action_chunks():
+    import numpy as np
+
+    from world2act.worldmodel.alignment import latent_action_chunks
+
+    acts = np.arange(100, dtype=np.float32)[:, None].repeat(7, 1)
+    chunks, valid = latent_action_chunks(acts, start=50)
+    assert chunks.shape == (4, 16, 7) and valid.shape == (4, 16)
+    assert chunks[0, 0, 0] == 50 and chunks[1, 0, 0] == 66 and valid[:3].all()
+    assert valid[3].sum() == 100 - (50 + 48) and (chunks[3, 2:, 0] == 99).all()
+    with pytest.raises(World2ActError):
+        latent_action_chunks(acts, start=100)

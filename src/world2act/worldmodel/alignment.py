@@ -89,3 +89,29 @@ def latent_frame_of_step(step: int, frame_stride: int, temporal_compression: int
     if step < 0:
         raise World2ActError(f"step must be >= 0, got {step}")
     return step // actions_per_latent_frame(frame_stride, temporal_compression) + 1
+
+
+def latent_action_chunks(actions, start: int = 0, num_frames: int = 17, frame_stride: int = 4,
+                         temporal_compression: int = 4):
+    """Action chunks matching latent frames ``1..T'-1`` of a clip starting at row ``start``.
+
+    Args:
+        actions: ``[L, A]`` actions of the episode (numpy array; LeRobot rows).
+        start: row of the clip's first frame (a record's window start, or 0 for a skill clip).
+    Returns:
+        ``(chunks [T'-1, K, A], valid [T'-1, K] bool)``: rows past the episode's end repeat the
+        last action and are marked invalid (they belong to padded frames).
+    Raises:
+        World2ActError: empty actions, ``start`` out of range, bad frame count/stride.
+    """
+    import numpy as np
+
+    a = np.asarray(actions)
+    if a.ndim != 2 or len(a) == 0:
+        raise World2ActError(f"actions must be [L, A] with L >= 1, got shape {a.shape}")
+    if not 0 <= start < len(a):
+        raise World2ActError(f"start={start} outside the {len(a)} action rows")
+    ranges = latent_action_ranges(num_frames, frame_stride, temporal_compression)[1:]
+    rows = np.array([[start + t for t in range(s, e)] for s, e in ranges], dtype=np.int64)
+    valid = rows < len(a)
+    return a[np.minimum(rows, len(a) - 1)], valid
