@@ -30,7 +30,7 @@ from world2act.posttrain.config import PostTrainConfig
 from world2act.posttrain.objective import RolloutBatch, stage2_step
 from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
-from world2act.utils.seeding import seed_everything
+from world2act.utils.seeding import seed_everything, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                                          camera_size=size, cameras=cameras)}
             venv = venvs[task]
             venv.reset([dict(seed=s) for s in chosen])
-            ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras))
+            with torch_threads(1):  # the simulator workers own the cores during rollouts
+                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras))
             if it == start_it and not policy.state_norm_fitted:
                 policy.fit_state_norm(ro["states"][ro["valid"]])
             batch = RolloutBatch(images=ro["images"], states=ro["states"], base_chunks=ro["base_chunks"],
