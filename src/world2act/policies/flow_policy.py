@@ -7,7 +7,7 @@ an action chunk of ``K`` steps (K = 8 by default, executed open loop).
 
 Observation tokens (``d = d_model``):
 
-* per camera (agent view and wrist): a 4-layer CNN (stride 2 each, GroupNorm, GELU) turning a
+* per camera (agent view and wrist): a 4-layer CNN (widths 16/32/64/d, stride 2 each, GroupNorm, GELU) turning a
   ``64×64`` image into a ``4×4`` grid of ``d``-dim tokens, plus a learned position/camera
   embedding — spatial tokens keep object positions for grasping;
 * the instruction: all-MiniLM-L6-v2 pooled embedding (384-d, :mod:`world2act.text`) → 1 token;
@@ -56,6 +56,7 @@ class FlowPolicyConfig:
         cameras: cameras read, in order (default agent view + wrist).
         image_size: ``(H, W)`` input images (multiples of 16; 64×64 by default).
         d_model / n_heads / enc_layers / dec_layers / ffn_dim / dropout: transformer sizes.
+        cnn_channels: widths of the first three conv layers (the fourth outputs ``d_model``).
         flow_steps: Euler steps at inference.
         text_model: name of the instruction encoder (for the record).
     """
@@ -67,6 +68,7 @@ class FlowPolicyConfig:
     cameras: tuple[str, ...] = ("agentview", "wrist")
     image_size: tuple[int, int] = (64, 64)
     d_model: int = 128
+    cnn_channels: tuple[int, ...] = (16, 32, 64)
     n_heads: int = 4
     enc_layers: int = 2
     dec_layers: int = 3
@@ -78,6 +80,9 @@ class FlowPolicyConfig:
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
+        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
+        if len(self.cnn_channels) != 3 or any(c <= 0 or c % 8 for c in self.cnn_channels):
+            raise World2ActError(f"flow policy config: cnn_channels must be 3 multiples of 8, got {self.cnn_channels}")
         self.image_size = tuple(int(x) for x in self.image_size)  # type: ignore[assignment]
         for name in ("action_dim", "state_dim", "chunk_size", "d_model", "n_heads", "enc_layers",
                      "dec_layers", "ffn_dim", "flow_steps"):
@@ -106,9 +111,9 @@ class FlowPolicyConfig:
 class ConvEncoder(nn.Module):
     """uint8-derived image ``[N, 3, H, W]`` in [-1, 1] → tokens ``[N, (H/16)·(W/16), d]``."""
 
-    def __init__(self, d: int):
+    def __init__(self, d: int, channels: tuple[int, ...] = (16, 32, 64)):
         super().__init__()
-        chans = [3, 32, 64, 128, d]
+        chans = [3, *channels, d]
         layers: list[nn.Module] = []
         for i in range(4):
             k = 5 if i == 0 else 3
@@ -143,7 +148,7 @@ class FlowPolicyNet(nn.Module):
         d = cfg.d_model
         H, W = cfg.image_size
         n_img = (H // 16) * (W // 16)
-        self.cams = nn.ModuleList([ConvEncoder(d) for _ in cfg.cameras])
+        self.cams = nn.ModuleList([ConvEncoder(d, cfg.cnn_channels) for _ in cfg.cameras])
         self.img_pos = nn.Parameter(torch.randn(len(cfg.cameras), n_img, d) * 0.02)
         self.lang = nn.Sequential(nn.Linear(TEXT_DIM, d), nn.GELU(), nn.Linear(d, d))
         self.state = nn.Sequential(nn.Linear(cfg.state_dim, d), nn.GELU(), nn.Linear(d, d))

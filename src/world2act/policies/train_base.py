@@ -37,7 +37,7 @@ class TrainBaseConfig:
     """Configuration of ``world2act train-base`` (YAML keys = field names).
 
     Attributes:
-        dataset: LeRobot dataset folder (``world2act collect --out``).
+        dataset: LeRobot dataset folder (``world2act collect --out``), or several comma-separated.
         steps: optimiser steps (the run also stops at ``max_minutes``).
         batch_size / lr / weight_decay / warmup_steps: AdamW with linear warm-up + cosine decay.
         max_minutes: wall-clock budget in minutes (0 = none); training stops and saves when hit.
@@ -61,6 +61,7 @@ class TrainBaseConfig:
     chunk_size: int = 8
     cameras: tuple[str, ...] = ()
     d_model: int = 128
+    cnn_channels: tuple[int, ...] = (16, 32, 64)
     enc_layers: int = 2
     dec_layers: int = 3
     flow_steps: int = 10
@@ -107,36 +108,47 @@ class Demos:
 
 
 def load_demos(path: str | Path, cameras: tuple[str, ...] = (), episodes_per_task: int = 0) -> Demos:
-    """Read a LeRobot dataset into memory.
+    """Read one LeRobot dataset, or several (comma-separated paths with the same spec), into memory.
 
     Raises:
-        World2ActError: the dataset is missing/invalid, has no episodes, or lacks a camera.
+        World2ActError: a dataset is missing/invalid, has no episodes, lacks a camera, or two
+            datasets disagree on action/state size, cameras or image size.
     """
     from tqdm import tqdm
 
     from world2act.data import LeRobotDataset
 
-    path = Path(path)
-    if not path.exists():
-        raise World2ActError(f"--dataset {path}: no such folder")
-    ds = LeRobotDataset(path)
-    spec = ds.spec
+    paths = [Path(p.strip()) for p in str(path).split(",") if p.strip()]
+    if not paths:
+        raise World2ActError("--dataset: no folder given")
+    sets = []
+    for p in paths:
+        if not p.exists():
+            raise World2ActError(f"--dataset {p}: no such folder")
+        sets.append((p, LeRobotDataset(p)))
+    p0, ds0 = sets[0]
+    spec = ds0.spec
     cams = tuple(cameras) or tuple(getattr(spec, "cameras", ()) or ())
     if not cams:
-        raise World2ActError(f"--dataset {path}: has no camera streams; the base policy needs images")
-    missing = [c for c in cams if c not in tuple(spec.cameras)]
-    if missing:
-        raise World2ActError(f"--dataset {path}: no camera(s) {missing}; it has {list(spec.cameras)}")
-    if ds.num_episodes == 0:
-        raise World2ActError(f"--dataset {path}: has no episodes")
+        raise World2ActError(f"--dataset {p0}: has no camera streams; the base policy needs images")
+    for p, ds in sets:
+        missing = [c for c in cams if c not in tuple(ds.spec.cameras)]
+        if missing:
+            raise World2ActError(f"--dataset {p}: no camera(s) {missing}; it has {list(ds.spec.cameras)}")
+        for f in ("action_dim", "state_dim", "image_size"):
+            if getattr(ds.spec, f) != getattr(spec, f):
+                raise World2ActError(f"--dataset: {p} has {f} {getattr(ds.spec, f)} but {p0} has {getattr(spec, f)}")
+        if ds.num_episodes == 0:
+            raise World2ActError(f"--dataset {p}: has no episodes")
     per_task: dict[str, int] = {}
     imgs: dict[str, list[np.ndarray]] = {c: [] for c in cams}
     states, actions, ep_end, task_idx = [], [], [], []
     tasks: list[str] = []
     n = 0
     used = 0
-    for i in tqdm(range(ds.num_episodes), desc="loading demos", unit="ep"):
-        ep = ds.load_episode(i)
+    refs = [(ds, i) for _, ds in sets for i in range(ds.num_episodes)]
+    for ds, i in tqdm(refs, desc="loading demos", unit="ep"):
+        ep = ds.load_episode(i, cameras=cams)
         if episodes_per_task and per_task.get(ep.task, 0) >= episodes_per_task:
             continue
         per_task[ep.task] = per_task.get(ep.task, 0) + 1
@@ -241,7 +253,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     H, W = next(iter(demos.images.values())).shape[1:3]
     pcfg = FlowPolicyConfig(benchmark=demos.benchmark, action_dim=int(demos.actions.shape[1]),
                             state_dim=int(demos.states.shape[1]), chunk_size=cfg.chunk_size, cameras=cams,
-                            image_size=(int(H), int(W)), d_model=cfg.d_model, enc_layers=cfg.enc_layers,
+                            image_size=(int(H), int(W)), d_model=cfg.d_model, cnn_channels=cfg.cnn_channels, enc_layers=cfg.enc_layers,
                             dec_layers=cfg.dec_layers, flow_steps=cfg.flow_steps)
     ckpt = out / CKPT
     if resume and (ckpt / "normalizer.safetensors").is_file():  # keep the units the weights were trained in
