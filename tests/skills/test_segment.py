@@ -11,8 +11,21 @@ from world2act.skills.segment import SegmentConfig, run
 
 
 def _files(root):
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "manifest.json"}
+    """Every output file's bytes (manifest aside); videos as decoded frames rounded to 8 levels.
+
+    Video bytes are compared loosely because the shared x264 writer (world2act.data.video) was
+    seen to encode identical frames to different bytes in rare runs; everything we decide
+    (parquet, JSON, PNG) must be byte-identical.
+    """
+    from world2act.data import read_video
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name == "manifest.json":
+            continue
+        key = p.relative_to(root).as_posix()
+        out[key] = (read_video(p).astype(np.int16) // 8).tobytes() if p.suffix == ".mp4" else p.read_bytes()
+    return out
 
 
 def test_segment_end_to_end(demo_dataset, tmp_path, capsys):
