@@ -42,7 +42,8 @@ ARGS = ["--model", "tiny", "--steps", "2", "--vae-steps", "1", "--device", "cpu"
         "vae_batch=1", "eval_clips=1", "eval_steps=1", "val_fraction=0.25"]
 
 
-def test_train_imagine_compare(datasets, tmp_path, capsys):
+def test_train_imagine_compare(datasets, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD2ACT_THREADS", "1")  # imagine uses all cores by default
     assert cli(["train-wm", "--dataset", str(datasets / "skills"), "--out", str(tmp_path / "skill"), *ARGS]) == 0
     assert cli(["train-wm", "--dataset", str(datasets / "demos"), "--clips", "episodes",
                 "--out", str(tmp_path / "base"), *ARGS]) == 0
