@@ -162,7 +162,6 @@ class LiberoExpert:
 
     def __init__(self, env: Any, seed: int = 0, gains: ExpertGains | None = None) -> None:
         self.env = env
-        self.sim = env.sim
         self.gains = gains or ExpertGains()
         self.plan = parse_goal(env)
         self._base_xy = np.array(self.sim.data.get_body_xpos("robot0_base"))[:2]
@@ -199,6 +198,11 @@ class LiberoExpert:
         return self.phase is Phase.DONE
 
     # ------------------------------------------------------------------ state reading
+    @property
+    def sim(self) -> Any:
+        """The env's current ``MjSim`` (a hard reset replaces it)."""
+        return self.env.sim
+
     def _eef(self) -> tuple[np.ndarray, np.ndarray]:
         d = self.sim.data
         sid = self._robot.eef_site_id
