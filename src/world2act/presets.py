@@ -49,14 +49,14 @@ def smoke() -> tuple[list[Stage], dict]:
 def quick() -> tuple[list[Stage], dict]:
     """libero_object, four tasks; a meaningful base vs World2Act comparison in ≤ 60 min on 2 cores."""
     stages = _stages(
-        benchmark="libero_object", tasks="0,1,2,3", episodes=20,
-        wm_args=["--model", "small", "max_minutes=12", "short_clips=pad"],
-        base_args=["--chunk-size", "16", "--max-minutes", "10"],
+        benchmark="libero_object", tasks="0,1,2,3", episodes=15,
+        wm_args=["--model", "small", "max_minutes=10", "short_clips=pad"],
+        base_args=["--chunk-size", "16", "--max-minutes", "8"],
         align_args=[],
         post_args=["--iterations", "24", "--num-envs", "4", "--init-states", "8"],
         trials=10, seeds="0,1",
     )
-    return stages, {"description": "Quick preset: LIBERO-Object tasks 0–3, 20 expert demonstrations per task, small "
+    return stages, {"description": "Quick preset: LIBERO-Object tasks 0–3, 15 expert demonstrations per task, small "
                                    "world model trained from scratch, evaluation on the official init states "
                                    "(10 trials × 2 seeds per task)."}
 

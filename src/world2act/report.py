@@ -28,6 +28,10 @@ def _load(path: Path) -> Any:
 
 
 def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x, nd) for x in v) + "]"
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.{nd}f}"
     return str(v)
