@@ -259,6 +259,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                                          camera_size=size, cameras=cameras)}
             venv = venvs[task]
             venv.reset([dict(seed=s) for s in chosen])
+            policy.reset()
+            policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
             with torch_threads(1):  # the simulator workers own the cores during rollouts
                 ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras))
             if it == start_it and not policy.state_norm_fitted:
