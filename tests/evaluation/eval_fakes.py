@@ -131,3 +131,18 @@ class SlowEnv(FakeEnv):
 
 def slow_env_factory(benchmark, task, camera_size, cameras):
     return SlowEnv(task, camera_size)
+
+
+def dying_env_factory(benchmark, task, camera_size, cameras):
+    return DyingEnv(task, camera_size)
+
+
+class DyingEnv(FakeEnv):
+    """Kills its worker process (like a segfault) in task 1, init state 2."""
+
+    def step(self, action):
+        import os
+
+        if self.task_id == 1 and self.init == 2:
+            os._exit(1)
+        super().step(action)

@@ -161,3 +161,18 @@ def test_ctrl_c_keeps_finished_results(tmp_path):
     finished = len(ep.read_text().splitlines())
     assert 3 <= len(res["episodes"]) == finished < 40
     assert "Incomplete run" in (out / "eval.md").read_text()
+
+
+def test_dead_worker_is_retried_then_recorded(tmp_path):
+    from eval_fakes import dying_env_factory
+
+    res = evaluate(make_noisy_reacher, "libero_object", [0, 1], 4, [0], tmp_path / "die", workers=2, video_episodes=0,
+                   env_factory=dying_env_factory, progress=False, latency=False)
+    assert len(res["episodes"]) == 8
+    dead = [e for e in res["episodes"] if e["error"]]
+    assert [(e["task"], e["init_state_index"]) for e in dead] == [(1, 2)]
+    assert "WorkerDied" in dead[0]["error"]
+    ok = _run(tmp_path, "ref", 0)  # the other episodes are unaffected by the crash
+    ref = {(e["task"], e["seed"], e["trial"]): e["success"] for e in ok["episodes"] if not e["error"]}
+    both = [e for e in res["episodes"] if not e["error"] and (e["task"], e["seed"], e["trial"]) in ref]
+    assert len(both) == 6 and all(ref[(e["task"], e["seed"], e["trial"])] == e["success"] for e in both)

@@ -23,7 +23,8 @@ Protocol
   recorded (a trial, a failure, counted in ``n_errors``); a worker process that dies takes its
   in-flight episodes with it: they are retried once in a fresh worker, then recorded as errors.
 * Workers: one process per worker (spawned), the policy loaded once per worker, one torch
-  thread per worker (the same arithmetic whatever the worker count).
+  thread per worker (the same arithmetic whatever the worker count); a free worker takes the
+  next job of the task whose simulator it already holds.
 * Every finished episode is appended to ``episodes.jsonl`` as it completes; Ctrl-C writes the
   summary of what finished (``complete: false``); ``resume=True`` skips finished episodes.
 """
@@ -288,58 +289,76 @@ def _run_in_process(spec: WorkerSpec, jobs: list[EpisodeJob], on_done: Callable[
         torch.set_num_threads(prev)
 
 
-def _run_pool(spec: WorkerSpec, jobs: list[EpisodeJob], workers: int, on_done: Callable[[dict], None]) -> None:
-    """Run ``jobs`` on ``workers`` spawned processes, at most ``workers`` in flight.
+def _error_record(job: EpisodeJob, msg: str) -> dict:
+    return {"task": job.task, "task_index": job.task_index, "trial": job.trial, "seed": job.seed,
+            "init_state_index": job.init_state_index, "reset_seed": job.reset_seed, "success": False, "steps": 0,
+            "error": msg, "error_source": "worker", "wall_s": 0.0, "policy_s": 0.0, "obs_s": 0.0, "video": None}
 
-    A dead worker (BrokenProcessPool) fails only the in-flight jobs: they are retried once in a
-    fresh pool, then recorded as errors.
+
+def _next_job(pending: list[EpisodeJob], last_task: Any, busy_tasks: list) -> EpisodeJob:
+    """Pick the next job for a free worker: same task as its loaded simulator if any is left
+    (no rebuild), else a task no other worker is on, else the first pending job. Only the
+    assignment changes with this choice, never an episode's outcome."""
+    for pred in (lambda j: j.task == last_task, lambda j: j.task not in busy_tasks, lambda j: True):
+        for i, j in enumerate(pending):
+            if pred(j):
+                return pending.pop(i)
+    raise IndexError("no pending job")
+
+
+def _run_pool(spec: WorkerSpec, jobs: list[EpisodeJob], workers: int, on_done: Callable[[dict], None]) -> None:
+    """Run ``jobs`` on ``workers`` spawned worker processes, one episode in flight per worker.
+
+    Each worker is its own single-process executor so that the driver chooses which worker
+    runs which job: a worker keeps the task whose simulator it has built (building a LIBERO
+    scene costs several seconds), and workers start on different tasks.
+    A worker that dies (BrokenProcessPool) fails only its in-flight job: the job is retried once
+    in a fresh worker, then recorded as an error.
     """
     ctx = mp.get_context("spawn")
+
+    def new_executor() -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
+
     pending = list(jobs)
     retried: set[str] = set()
-    while pending:
-        ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
-        inflight: dict[cf.Future, EpisodeJob] = {}
-        broken: list[EpisodeJob] = []
-        try:
-            while pending or inflight:
-                while pending and len(inflight) < workers and not broken:
-                    job = pending.pop(0)
-                    inflight[ex.submit(_job_in_worker, job)] = job
-                if not inflight:
-                    break
-                done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    job = inflight.pop(fut)
-                    try:
-                        on_done(fut.result())
-                    except cf.process.BrokenProcessPool:
-                        broken.append(job)
-                if broken:
-                    broken.extend(inflight.values())
-                    inflight.clear()
-                    break
-        except BaseException:
-            for f in inflight:
-                f.cancel()
+    execs = [new_executor() for _ in range(workers)]
+    last_task: list[Any] = [None] * workers
+    inflight: dict[cf.Future, tuple[int, EpisodeJob]] = {}
+    try:
+        while pending or inflight:
+            busy = {w for w, _ in inflight.values()}
+            for w in range(workers):
+                if w not in busy and pending:
+                    job = _next_job(pending, last_task[w], [j.task for _, j in inflight.values()])
+                    last_task[w] = job.task
+                    inflight[execs[w].submit(_job_in_worker, job)] = (w, job)
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                w, job = inflight.pop(fut)
+                try:
+                    rec = fut.result()
+                except cf.process.BrokenProcessPool:
+                    _terminate(execs[w])
+                    execs[w].shutdown(wait=False, cancel_futures=True)
+                    execs[w] = new_executor()
+                    last_task[w] = None
+                    if job.key in retried:
+                        rec = _error_record(job, "WorkerDied: the worker process running this episode exited "
+                                                 "(crash or out of memory) twice")
+                    else:
+                        log.warning("worker %d died during %s; retrying it in a fresh worker", w, job.key)
+                        retried.add(job.key)
+                        pending.insert(0, job)
+                        continue
+                on_done(rec)
+    except BaseException:
+        for ex in execs:
             ex.shutdown(wait=False, cancel_futures=True)
             _terminate(ex)
-            raise
-        ex.shutdown(wait=not broken, cancel_futures=True)
-        if broken:
-            _terminate(ex)
-            for job in broken:
-                if job.key in retried:
-                    on_done({"task": job.task, "task_index": job.task_index, "trial": job.trial, "seed": job.seed,
-                             "init_state_index": job.init_state_index, "reset_seed": job.reset_seed,
-                             "success": False, "steps": 0, "error": "WorkerDied: the worker process running this "
-                             "episode exited (crash or out of memory) twice", "wall_s": 0.0, "policy_s": 0.0,
-                             "obs_s": 0.0, "video": None})
-                else:
-                    retried.add(job.key)
-                    pending.insert(0, job)
-            log.warning("a worker process died; %d episode(s) retried in a fresh worker",
-                        sum(1 for j in broken if j.key in retried and j in pending))
+        raise
+    for ex in execs:
+        ex.shutdown(wait=True)
 
 
 def _terminate(ex: cf.ProcessPoolExecutor) -> None:

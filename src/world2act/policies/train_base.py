@@ -197,10 +197,13 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
 
 
 # ---------------------------------------------------------------------------- training
-def _lr_at(step: int, cfg: TrainBaseConfig) -> float:
+def _lr_at(step: int, cfg: TrainBaseConfig, time_frac: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10 % of ``lr``. The decay follows the larger of the
+    step progress and ``time_frac`` (elapsed / ``max_minutes``), so a run stopped by its time
+    budget still ends at the low learning rate (such runs are not bit-reproducible)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    p = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_frac)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
@@ -307,8 +310,10 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
             state = normalizer.normalize("observation.state", torch.from_numpy(b["states"]).to(device))
             acts = normalizer.normalize("action", torch.from_numpy(b["actions"]).to(device))
             lang = lang_all[torch.from_numpy(b["task_index"])]
+            time_frac = (prev_elapsed + time.time() - t0) / budget_s if math.isfinite(budget_s) else 0.0
+            lr_now = _lr_at(step, cfg, time_frac)
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, cfg)
+                g["lr"] = lr_now
             loss = net.loss(net.encode(imgs, state, lang), acts, mask=torch.from_numpy(b["mask"]).to(device),
                             generator=gen)
             opt.zero_grad(set_to_none=True)
@@ -327,7 +332,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
             bar.update(1)
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{loss_ema:.4f}")
-                curve.append({"step": step, "loss": loss_ema, "lr": _lr_at(step - 1, cfg),
+                curve.append({"step": step, "loss": loss_ema, "lr": lr_now,
                               "elapsed_s": round(prev_elapsed + time.time() - t0, 1)})
             if step % cfg.save_every == 0:
                 _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0, normalizer)
