@@ -303,7 +303,7 @@ class LiberoEnv(ManipulationEnv):
         """Render cameras at ``size=(H, W)`` (default ``camera_size``) -> uint8 ``[H, W, 3]`` upright.
 
         Raises:
-            World2ActError (a ValueError subclass is not guaranteed): an unknown camera name.
+            World2ActError: an unknown camera name (the message lists valid ones).
         """
         self._check_open()
         if isinstance(cameras, str):
