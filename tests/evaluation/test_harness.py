@@ -132,7 +132,8 @@ def test_error_source_is_recorded(tmp_path):
     assert (True, "env") in srcs and (False, "policy") in srcs
 
 
-def test_ctrl_c_keeps_finished_results(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_keeps_finished_results(tmp_path, sig):
     import os
     import signal
     import subprocess
@@ -153,7 +154,10 @@ def test_ctrl_c_keeps_finished_results(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (ep.is_file() and len(ep.read_text().splitlines()) >= 3):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+    if sig == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # like Ctrl-C in a terminal: the whole process group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # like a job scheduler: the driver only
     proc.wait(timeout=60)
     assert proc.returncode != 0
     res = json.loads((out / "eval.json").read_text())

@@ -25,8 +25,9 @@ Protocol
 * Workers: one process per worker (spawned), the policy loaded once per worker, one torch
   thread per worker (the same arithmetic whatever the worker count); a free worker takes the
   next job of the task whose simulator it already holds.
-* Every finished episode is appended to ``episodes.jsonl`` as it completes; Ctrl-C writes the
-  summary of what finished (``complete: false``); ``resume=True`` skips finished episodes.
+* Every finished episode is appended to ``episodes.jsonl`` as it completes; Ctrl-C (or SIGTERM)
+  writes the summary of what finished (``complete: false``); ``resume=True`` skips finished
+  episodes.
 """
 from __future__ import annotations
 
@@ -394,6 +395,22 @@ def _check_policy(policy_spec: Any, benchmark: str, tasks: list, device: str):
     return policy
 
 
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Treat SIGTERM (job schedulers, ``kill``) like Ctrl-C while episodes run, so the summary
+    of the finished episodes is written; returns a function restoring the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    prev = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, prev)
+
+
 def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: list[int] | str, out_dir: str | Path, *,
              workers: int = 2, video_episodes: int = 2, image_size: tuple[int, int] | int | None = None,
              device: str = "cpu", resume: bool = False, overwrite: bool = False, latency: bool = True,
@@ -499,6 +516,7 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
 
     t_run = time.time()
     complete = False
+    restore = _sigterm_as_interrupt()
     try:
         if todo:
             if workers == 0:
@@ -507,6 +525,7 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
                 _run_pool(spec, todo, min(workers, len(todo)), on_done)
         complete = True
     finally:
+        restore()
         bar.close()
         run_wall = time.time() - t_run
         task_meta = {t.task_id: t for t in list_tasks(benchmark)}
