@@ -73,6 +73,9 @@ class ExpertGains:
             gripper opens to 0.08 m).
         max_retries: re-grasps allowed per object after a failed lift.
         rim_depth: for rim grasps, grip-site depth below the rim (m).
+        neighbour_radius / neighbour_clearance: the pre-grasp pose is at least
+            ``neighbour_clearance`` above every object or fixture part within
+            ``neighbour_radius`` (xy) of the grasp point (m).
         min_lift: the hand always rises at least this much above its grasp height (m).
     """
 
@@ -96,6 +99,8 @@ class ExpertGains:
     max_retries: int = 2
     min_lift: float = 0.06
     rim_depth: float = 0.02
+    neighbour_radius: float = 0.12
+    neighbour_clearance: float = 0.04
 
 
 @dataclasses.dataclass
@@ -116,6 +121,7 @@ class GraspPlan:
     z: float
     yaw: float
     kind: str
+    clear_z: float = -np.inf  # lowest safe grip-site height over the grasp point's neighbours
 
 
 def parse_goal(env: Any) -> list[PickPlace]:
@@ -253,6 +259,11 @@ class LiberoExpert:
         eef_pos, eef_mat = self._eef()
         cur_yaw = float(np.arctan2(eef_mat[1, 0], eef_mat[0, 0]))
 
+        # the hand must come in above neighbours within reach of its span (a hover height
+        # relative to a flat object alone knocks over the tall carton next to it)
+        near_tops = [b.hi[2] for b in obstacles if b.xy_distance(center) < g.neighbour_radius]
+        clear_z = max(near_tops, default=-np.inf) + g.neighbour_clearance
+
         def clearance(points: list[np.ndarray]) -> float:
             if not obstacles:
                 return 0.1
@@ -272,7 +283,7 @@ class LiberoExpert:
                     best, best_score = a, score
             depth = min(g.grasp_depth, 0.5 * height)
             z = max(hi[2] - depth, lo[2] + g.min_finger_clearance)
-            return GraspPlan(center[:2] - pos[:2], float(z), float(best), "pinch")
+            return GraspPlan(center[:2] - pos[:2], float(z), float(best), "pinch", float(clear_z))
         # Rim grasp: the fingers straddle the wall on the side with most clearance.
         radius = 0.5 * float(widths.mean())
         best_dir, best_score = 0.0, -np.inf
@@ -288,7 +299,7 @@ class LiberoExpert:
         d = np.array([np.cos(best_dir), np.sin(best_dir)])
         grip_xy = center[:2] + (radius - g.rim_inset) * d
         z = max(hi[2] - g.rim_depth, lo[2] + g.min_finger_clearance)
-        return GraspPlan(grip_xy - pos[:2], float(z), float(wrap_half_pi(best_dir)), "rim")
+        return GraspPlan(grip_xy - pos[:2], float(z), float(wrap_half_pi(best_dir)), "rim", float(clear_z))
 
     # ------------------------------------------------------------------ control
     def _move(self, target: np.ndarray, speed: float, yaw: float | None, grip: float) -> np.ndarray:
@@ -335,7 +346,8 @@ class LiberoExpert:
             if self.grasp is None or self.phase_steps == 1:
                 self.grasp = self._plan_grasp(step.obj)
             top = self._box(step.obj).hi[2]
-            goal = np.array([*(obj[:2] + self.grasp.offset_xy), max(top, self.grasp.z) + g.hover + dz])
+            hover_z = max(max(top, self.grasp.z) + g.hover, self.grasp.clear_z) + dz
+            goal = np.array([*(obj[:2] + self.grasp.offset_xy), hover_z])
             if (np.linalg.norm(goal - eef) < 2 * g.xy_tol and self._yaw_error(self.grasp.yaw) < g.yaw_tol) or timed_out:
                 self._goto(Phase.DESCEND)
             return self._move(goal, fast, self.grasp.yaw, -1.0)
