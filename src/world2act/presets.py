@@ -51,9 +51,9 @@ def quick() -> tuple[list[Stage], dict]:
     stages = _stages(
         benchmark="libero_object", tasks="0,1,2,3", episodes=15,
         wm_args=["--model", "small", "max_minutes=10", "short_clips=pad"],
-        base_args=["--chunk-size", "16", "--max-minutes", "8"],
-        align_args=[],
-        post_args=["--iterations", "24", "--num-envs", "4", "--init-states", "8"],
+        base_args=["--chunk-size", "16", "--max-minutes", "12"],
+        align_args=["--steps", "600"],
+        post_args=["--iterations", "16", "--num-envs", "4", "--init-states", "6"],
         trials=10, seeds="0,1",
     )
     return stages, {"description": "Quick preset: LIBERO-Object tasks 0–3, 15 expert demonstrations per task, small "
