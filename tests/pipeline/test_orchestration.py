@@ -1,5 +1,6 @@
 """Pipeline orchestration: skip up-to-date stages, resume interrupted ones, propagate changes."""
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,22 @@ def test_crash_resume_skip_and_change(tmp_path):
 def test_unknown_preset_lists_valid():
     with pytest.raises(World2ActError, match="valid: smoke, quick, paper"):
         run_pipeline("huge", "/tmp/never")
+
+
+def test_independent_stages_run_concurrently(tmp_path):
+    def preset():
+        return [
+            Stage("a", "a", [], [], program=FAKE),
+            Stage("b", "b", ["--sleep", "2"], ["a"], program=FAKE),
+            Stage("c", "c", ["--sleep", "2"], ["a"], program=FAKE),
+            Stage("d", "d", [], ["b", "c"], program=FAKE),
+        ], {}
+
+    t = time.time()
+    run_pipeline(preset, tmp_path / "p", max_parallel=2)
+    parallel_wall = time.time() - t
+    assert calls(tmp_path / "p")[0] == "a fresh" and calls(tmp_path / "p")[-1] == "d fresh"
+    assert parallel_wall < 3.6  # b and c overlapped (sequentially ≥ 4 s)
+    t = time.time()
+    run_pipeline(preset, tmp_path / "s", max_parallel=1)
+    assert time.time() - t >= 4.0
