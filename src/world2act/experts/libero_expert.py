@@ -450,6 +450,6 @@ def supported_libero_tasks() -> dict[str, list[int]]:
 _SUPPORTED: dict[str, tuple[int, ...]] = {
     "libero_object": tuple(range(10)),  # 99/100
     "libero_spatial": (0, 1, 2, 3, 5, 6, 7, 8, 9),  # 45/45; task 4 (bowl in the drawer) 2/5
-    "libero_10": (0, 4, 5, 6),  # 5/5 each; tasks 1 and 7 (cream cheese box) 0/5, 1/5
+    "libero_10": (0, 1, 4, 5, 6),  # 5/5 each, task 1 4/5; task 7 (soup + cream cheese box) 1/5
     "libero_goal": (1, 2, 4, 6, 8, 9),  # 10/10 each
 }
