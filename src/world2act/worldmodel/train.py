@@ -400,7 +400,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.ckpt_every == 0 and acc.is_main_process:
             save_ckpt()
-        if cfg.max_minutes and (time.time() - started) / 60 > cfg.max_minutes:
+        if cfg.max_minutes and (time.time() - t_train) / 60 > cfg.max_minutes:  # transformer phase only
             log.warning("max_minutes=%s reached at step %d", cfg.max_minutes, step)
             break
     bar.close()
