@@ -142,21 +142,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SegmentConfig:
     """Defaults <- --config YAML <- explicit options <- dotted overrides."""
-    import yaml
+    from world2act.utils.config import apply_overrides, from_dict, read_yaml_mapping
 
-    from world2act.utils.config import apply_overrides, from_dict
-
-    data: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        p = Path(args.config)
-        if not p.is_file():
-            raise World2ActError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise World2ActError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise World2ActError(f"{p}: expected a mapping at the top level")
+    data: dict[str, Any] = read_yaml_mapping(args.config) if getattr(args, "config", None) else {}
     top = {"dataset": args.dataset, "out": args.out, "decomposer": args.decomposer, "tau": args.tau,
            "w_open": args.w_open, "min_clip_frames": args.min_clip_frames,
            "use_gripper_action": args.use_gripper_action, "include_failed": args.include_failed}

@@ -101,21 +101,28 @@ def apply_overrides(config: T, overrides: list[str], where: str = "override") ->
     return from_dict(type(config), data, where)
 
 
+def read_yaml_mapping(path: str | Path) -> dict:
+    """Read a YAML config file whose top level is a mapping.
+
+    Raises:
+        World2ActError: missing file, invalid YAML, or a non-mapping top level (names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise World2ActError(f"{p}: config file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise World2ActError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise World2ActError(f"{p}: expected a mapping at the top level")
+    return loaded
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 **explicit: Any) -> T:
     """Defaults <- YAML file <- explicit keyword values (None ignored) <- dotted overrides."""
-    data: dict = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise World2ActError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise World2ActError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise World2ActError(f"{p}: expected a mapping at the top level")
-        data.update(loaded)
+    data: dict = read_yaml_mapping(path) if path else {}
     data.update({k: v for k, v in explicit.items() if v is not None})
     cfg = from_dict(cls, data, str(path) if path else "config")
     return apply_overrides(cfg, overrides or []) if overrides else cfg
