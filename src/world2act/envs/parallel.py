@@ -167,6 +167,22 @@ def _terminate_pool(ex: cf.ProcessPoolExecutor) -> None:
 
 
 # ============================================================================ VectorEnv
+def run_chunk(env, actions, cameras, size, stop_on_success: bool) -> dict:
+    """Execute one action chunk ``[K, A]`` open loop in ``env``, then observe once.
+
+    Stops early on success when ``stop_on_success``; renders ``cameras`` only at the chunk
+    boundary. Returns ``dict(steps, success, obs, error=None)``.
+    """
+    steps, success = 0, False
+    for a in actions:
+        env.step(a)
+        steps += 1
+        success = success or env.is_success()
+        if stop_on_success and success:
+            break
+    return {"steps": steps, "success": bool(success), "obs": env.observe(cameras, size), "error": None}
+
+
 def _vec_worker(conn, specs: list[dict]) -> None:
     """Worker loop hosting several envs; every reply is a list with one entry per hosted env."""
     _ignore_sigint()
@@ -211,15 +227,7 @@ def _vec_worker(conn, specs: list[dict]) -> None:
 
                 def run(k):
                     env = envs[k]
-                    steps, success = 0, False
-                    for a in acts[k]:
-                        env.step(a)
-                        steps += 1
-                        success = success or env.is_success()
-                        if stop and success:
-                            break
-                    return {"steps": steps, "success": bool(success),
-                            "obs": env.observe(cams or env.cameras, size), "error": None}
+                    return run_chunk(env, acts[k], cams or env.cameras, size, stop)
 
                 reply = [guard(k, lambda k=k: run(k)) for k in range(len(envs))]
             elif cmd == "call":
@@ -383,14 +391,7 @@ class VectorEnv:
         cams = tuple(cameras) if cameras is not None else self.cameras
         if self._local is not None:
             def run(env, i):
-                steps, success = 0, False
-                for a in actions[i]:
-                    env.step(a)
-                    steps += 1
-                    success = success or env.is_success()
-                    if stop_on_success and success:
-                        break
-                return {"steps": steps, "success": bool(success), "obs": env.observe(cams, self.camera_size), "error": None}
+                return run_chunk(env, actions[i], cams, self.camera_size, stop_on_success)
 
             res = self._local_call(run)
         else:
