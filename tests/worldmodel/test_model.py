@@ -14,14 +14,36 @@ def _video(b=1, t=17, seed=0):
 
 def test_configs():
     s = get_config("small")
-    assert s.frame_size == (64, 128) and s.latent_size == (8, 16) and s.num_latent_frames == 5
+    assert s.frame_size == (64, 128) and s.num_latent_frames == 5
+    assert s.vae_spatial_compression == 4 and s.latent_size == (16, 32)
     assert get_config("small", layout="2x2").frame_size == (128, 128)
     big = get_config("cosmos-predict2-2b")
     assert big.frame_size == (704, 1280) and big.hidden_size == 2048 and big.text_embed_dim == 1024
+    assert big.vae_spatial_compression == 8 and big.latent_size == (88, 160)
     with pytest.raises(World2ActError, match="valid names"):
         get_config("huge")
     with pytest.raises(World2ActError, match="multiple of 16"):
         get_config("small", image_size=(60, 60))
+    with pytest.raises(World2ActError, match="needs >= 3 entries"):
+        get_config("small", vae_dim_mult=(1, 2))
+
+
+def test_built_vae_matches_config():
+    """The VAE built for a config compresses space by ``vae_spatial_compression`` and time by 4."""
+    import torch
+
+    from world2act.worldmodel.model import build_vae, check_vae
+
+    for mult, f in (((1, 1, 1), 4), ((1, 1, 1, 1), 8)):
+        cfg = get_config("tiny", vae_dim_mult=mult)
+        vae = build_vae(cfg).eval()
+        with torch.no_grad():
+            z = vae.encode(torch.zeros(1, 3, 9, 32, 64)).latent_dist.mode()
+        assert tuple(z.shape) == (1, cfg.latent_channels, 3, 32 // f, 64 // f) and cfg.latent_size == (32 // f, 64 // f)
+        check_vae(vae, cfg, "here")
+        other = get_config("tiny", vae_dim_mult=(1, 1, 1) if f == 8 else (1, 1, 1, 1))
+        with pytest.raises(World2ActError, match="here: VAE has z_dim=8 and"):
+            check_vae(vae, other, "here")
 
 
 def test_encode_decode_shapes(tiny):

@@ -22,7 +22,10 @@ class WorldModelConfig:
     the views of ``cameras`` (each ``image_size`` = (H, W)) stitched with ``layout`` ("1x2":
     side by side; "2x2": the paper's grid, appendix "Multi-view Stitching"; "1x1": one camera).
     Transformer: ``CosmosTransformer3DModel`` with ``num_heads * head_dim`` hidden units.
-    VAE: ``AutoencoderKLWan`` (8x spatial, 4x temporal compression, ``latent_channels``).
+    VAE: ``AutoencoderKLWan`` with 4x temporal compression, ``latent_channels`` channels and
+    ``2 ** (len(vae_dim_mult) - 1)`` spatial compression (8x for the real checkpoint's (1, 2, 4, 4);
+    the ``small`` config uses 4x, (1, 2, 2), with 4x4 transformer patches so the token count is the
+    same as 8x with 2x2 patches while the VAE keeps four times more spatial detail).
     Text: ``text_encoder`` "minilm" (all-MiniLM-L6-v2 token embeddings, 384-d) or "t5"
     (T5-XXL, 1024-d, the real checkpoint; embeddings computed elsewhere or from a local folder).
     """
@@ -77,9 +80,14 @@ class WorldModelConfig:
             raise World2ActError(f"layout 2x2 takes 1-4 cameras, got {list(self.cameras)}")
         if self.text_encoder not in ("minilm", "t5"):
             raise World2ActError(f"text_encoder {self.text_encoder!r}: valid are minilm, t5")
+        if len(self.vae_dim_mult) < 3:
+            raise World2ActError(f"vae_dim_mult {list(self.vae_dim_mult)}: needs >= 3 entries "
+                                 "(two down-sampling stages carry the 4x temporal compression)")
         h, w = self.frame_size
-        if h % 16 or w % 16:
-            raise World2ActError(f"stitched frame size {h}x{w} must be a multiple of 16 "
+        m = self.vae_spatial_compression * self.patch_size[1]
+        if h % m or w % m:
+            raise World2ActError(f"stitched frame size {h}x{w} must be a multiple of {m} = VAE spatial "
+                                 f"compression {self.vae_spatial_compression} x patch {self.patch_size[1]} "
                                  f"(image_size={self.image_size}, layout={self.layout})")
         from world2act.worldmodel.alignment import num_latent_frames
 
@@ -94,10 +102,16 @@ class WorldModelConfig:
         return {"1x1": (h, w), "1x2": (h, 2 * w), "2x2": (2 * h, 2 * w)}[self.layout]
 
     @property
+    def vae_spatial_compression(self) -> int:
+        """Pixels per latent cell along H and W: ``2 ** (len(vae_dim_mult) - 1)`` (8 for Cosmos)."""
+        return 2 ** (len(self.vae_dim_mult) - 1)
+
+    @property
     def latent_size(self) -> tuple[int, int]:
-        """(H', W') = stitched frame size / 8 (Wan VAE spatial compression)."""
+        """(H', W') = stitched frame size / ``vae_spatial_compression``."""
         h, w = self.frame_size
-        return h // 8, w // 8
+        f = self.vae_spatial_compression
+        return h // f, w // f
 
     @property
     def num_latent_frames(self) -> int:
@@ -125,8 +139,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(name="tiny", image_size=(32, 32), num_heads=2, head_dim=32, num_layers=2,
                  adaln_lora_dim=16, latent_channels=8, vae_base_dim=8, vae_dim_mult=(1, 1, 1, 1),
                  text_max_length=16, num_inference_steps=4),
-    # quick preset: 64x128 frames, hidden 256, 6 layers (~8 M params), ~0.8 M-parameter VAE
-    "small": dict(name="small"),
+    # quick preset: 64x128 frames, hidden 256, 6 layers (~8 M params), ~0.7 M-parameter VAE with
+    # 4x spatial compression (16x32 latents) and 4x4 patches (4x8 tokens per latent frame)
+    "small": dict(name="small", vae_dim_mult=(1, 2, 2), patch_size=(1, 4, 4)),
     # Cosmos-Predict2-2B-Video2World (704x1280, 93 frames, 35 steps, guidance 7, T5-XXL 1024-d)
     "cosmos-predict2-2b": dict(name="cosmos-predict2-2b", num_frames=93, frame_stride=1, image_size=(352, 640),
                                layout="2x2", fps=16.0, num_heads=16, head_dim=128, num_layers=28,

@@ -2,8 +2,9 @@
 
 Paper Sec. 3.3 (skill-compositional inference) and appendix A (Cosmos-Predict2 backbone). The
 components are diffusers' ``CosmosTransformer3DModel`` (denoiser), ``AutoencoderKLWan`` (causal
-video VAE: 8x space, 4x time) and ``FlowMatchEulerDiscreteScheduler`` with the Karras sigma
-schedule that ``Cosmos2VideoToWorldPipeline`` uses.
+video VAE: 4x time; 8x space for the real checkpoint, 4x for the ``small`` config) and
+``FlowMatchEulerDiscreteScheduler`` with the Karras sigma schedule that
+``Cosmos2VideoToWorldPipeline`` uses.
 
 Noise parameterisation (identical to ``Cosmos2VideoToWorldPipeline``): with normalised latents
 ``x0`` and EDM noise level ``sigma``, the flow-matching time is ``t = sigma / (1 + sigma)``, the
@@ -55,13 +56,27 @@ def build_transformer(cfg: WorldModelConfig):
 
 
 def build_vae(cfg: WorldModelConfig):
-    """A freshly initialised ``AutoencoderKLWan`` (4x temporal, 8x spatial, identity normalisation)."""
+    """A freshly initialised ``AutoencoderKLWan``: 4x temporal compression (the last two of the
+    ``len(vae_dim_mult) - 1`` down-sampling stages also halve time), ``cfg.vae_spatial_compression``
+    spatial compression, identity latent normalisation (fitted after training)."""
     from diffusers import AutoencoderKLWan
 
     c = cfg.latent_channels
+    stages = len(cfg.vae_dim_mult) - 1
     return AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=c, dim_mult=list(cfg.vae_dim_mult),
-                            num_res_blocks=cfg.vae_num_res_blocks, temperal_downsample=[False, True, True],
+                            num_res_blocks=cfg.vae_num_res_blocks,
+                            temperal_downsample=[False] * (stages - 2) + [True, True],
                             latents_mean=[0.0] * c, latents_std=[1.0] * c)
+
+
+def check_vae(vae, cfg: WorldModelConfig, where: str) -> None:
+    """Raise ``World2ActError`` naming ``where`` if ``vae`` does not fit ``cfg`` (latent channels
+    or spatial compression)."""
+    z, stages = vae.config.z_dim, len(vae.config.dim_mult) - 1
+    if z != cfg.latent_channels or 2 ** stages != cfg.vae_spatial_compression:
+        raise World2ActError(f"{where}: VAE has z_dim={z} and {2 ** stages}x spatial compression, the world-model "
+                             f"config wants latent_channels={cfg.latent_channels} and "
+                             f"{cfg.vae_spatial_compression}x (vae_dim_mult={list(cfg.vae_dim_mult)})")
 
 
 class WorldModel(nn.Module):
@@ -165,9 +180,10 @@ class WorldModel(nn.Module):
         except (OSError, ValueError, RuntimeError) as e:
             raise World2ActError(f"{path}: cannot load world-model weights ({str(e).splitlines()[0]})") from None
         tc = transformer.config
-        if tc.in_channels != cfg.latent_channels + 1 or vae.config.z_dim != cfg.latent_channels:
-            raise World2ActError(f"{path}: transformer in_channels={tc.in_channels} / VAE z_dim={vae.config.z_dim} "
-                                 f"do not match latent_channels={cfg.latent_channels} in the config")
+        if tc.in_channels != cfg.latent_channels + 1:
+            raise World2ActError(f"{path}: transformer in_channels={tc.in_channels} does not match "
+                                 f"latent_channels={cfg.latent_channels} in the config")
+        check_vae(vae, cfg, str(path))
         model = cls(cfg, transformer, vae, _scheduler(cfg))
         model.prompt_windows = {str(k): int(v) for k, v in prompt_windows.items()}
         model._path = path
