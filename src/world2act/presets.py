@@ -50,7 +50,7 @@ def quick() -> tuple[list[Stage], dict]:
     """libero_object, four tasks; a meaningful base vs World2Act comparison in ≤ 60 min on 2 cores."""
     stages = _stages(
         benchmark="libero_object", tasks="0,1,2,3", episodes=15,
-        wm_args=["--model", "small", "max_minutes=10", "short_clips=pad"],
+        wm_args=["--model", "small", "max_minutes=10", "vae_max_minutes=15", "short_clips=pad"],
         base_args=["--chunk-size", "16", "--max-minutes", "12"],
         align_args=["--steps", "600"],
         post_args=["--iterations", "16", "--num-envs", "4", "--init-states", "6"],

@@ -54,7 +54,7 @@ class TrainWMConfig:
     device: str = "auto"
     threads: int = 0                # 0 = all cores
     # VAE training
-    vae_steps: int = 400
+    vae_steps: int = 1500
     vae_batch: int = 8
     vae_crop: int = 32              # train on random crops of this size (pixels); 0 = whole frames
     vae_lr: float = 2e-3
@@ -458,7 +458,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None, help="diffusers Cosmos-Predict2 Video2World folder to fine-tune")
     p.add_argument("--vae", default=None, help="pretrained AutoencoderKLWan folder (skip VAE training)")
     p.add_argument("--steps", type=int, default=None, help="transformer training steps (default 2500)")
-    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default 400)")
+    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default 1500)")
     p.add_argument("--resume", action="store_true", help="continue in an existing --out folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing --out folder first")
 
