@@ -86,3 +86,29 @@ def test_imagine_writes_documented_outputs(trained, tmp_path):
     assert t["latent_action_ranges"][1].tolist() == [0, 16]
     assert (tmp_path / "im" / "video.mp4").stat().st_size > 0
     assert json.loads((tmp_path / "im" / "prompts.json").read_text())["clip_prompts"] == info["clip_prompts"]
+
+
+@pytest.mark.parametrize("crop, expect_hw", [(16, (16, 16)), (0, (32, 64)), (100, (32, 64))])
+def test_train_vae_crops(crop, expect_hw):
+    """The VAE trains on 5-frame snippets of random ``vae_crop`` crops (0 or a crop larger than the
+    frame = whole frames), and a step updates its weights."""
+    from world2act.worldmodel.configs import get_config
+    from world2act.worldmodel.model import build_vae
+    from world2act.worldmodel.train import train_vae
+
+    vae = build_vae(get_config("tiny"))
+    shapes = []
+    orig = vae.encode
+
+    def spy(x, *a, **k):
+        shapes.append(tuple(x.shape))
+        return orig(x, *a, **k)
+
+    vae.encode = spy
+    before = [p.detach().clone() for p in vae.parameters()]
+    videos = np.random.default_rng(0).integers(0, 256, (3, 17, 32, 64, 3), dtype=np.uint8)
+    cfg = TrainWMConfig(**{**FAST, "vae_steps": 2, "vae_batch": 3, "vae_crop": crop})
+    hist = train_vae(vae, videos, cfg, np.random.default_rng(0), "cpu")
+    assert len(hist) == 2 and all(np.isfinite(loss) for _, loss in hist)
+    assert shapes == [(3, 3, 5, *expect_hw)] * 2
+    assert any(not torch.equal(b, p) for b, p in zip(before, vae.parameters()))
