@@ -179,8 +179,11 @@ class LiberoEnv(ManipulationEnv):
             )
         self.sim = self.env.sim
         self._fixture_bodies = self._find_fixture_bodies()
+        # Objects placed on other objects or fixtures ("bowl on the stove") are mis-placed by
+        # LIBERO's samplers after a soft reset (they land off the table), so those tasks
+        # reload the model on every reset (≈2 s); the others re-sample in place (≈30 ms).
         inner = self.env.env
-        self._needs_hard_reset = any(
+        inner.hard_reset = any(
             init is not None and len(getattr(init, "samplers", {})) > 0
             for init in (inner.conditional_placement_initializer, inner.conditional_placement_on_objects_initializer)
         )
@@ -219,11 +222,6 @@ class LiberoEnv(ManipulationEnv):
 
     def _reset_layout(self, seed: int) -> None:
         """Re-sample the BDDL placement regions with the global NumPy RNG seeded by ``seed``."""
-        # Objects placed on other objects or fixtures ("bowl on the stove") are mis-placed by
-        # LIBERO's samplers after a soft reset (they land off the table), so those tasks
-        # reload the model on every reset (≈2 s); the others re-sample in place (≈30 ms).
-        inner = self.env.env
-        inner.hard_reset = self._needs_hard_reset
         saved = np.random.get_state()
         try:
             np.random.seed(int(seed) % (2**32))

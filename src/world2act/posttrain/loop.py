@@ -105,9 +105,8 @@ def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, st
         a skill whose training clips spanned several 17-frame windows is generated as that many
         consecutive clips, ``WorldModel.prompt_windows``).
     """
-    skills = decompose_instruction(instruction)
     # a skill longer than one clip gets as many clips as its training windows (e.g. place ≈ 2)
-    prompts = [p for p in skills for _ in range(max(1, int(wm.prompt_windows.get(p, 1))))]
+    prompts = wm.clip_prompts(decompose_instruction(instruction))
     video, latents = wm.rollout(first_frame, prompts, num_inference_steps=steps, seed=seed)
     z = action_latents(wm, latents, len(prompts))  # [T, C, h, w]
     with torch.no_grad():

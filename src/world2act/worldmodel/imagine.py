@@ -90,10 +90,7 @@ def imagine(wm, frame: np.ndarray, instruction: str, out: str | Path, *, steps: 
     if not instruction or not instruction.strip():
         raise World2ActError("--instruction must not be empty")
     skills, decomposer = skill_prompts(instruction)
-    clip_prompts = []
-    for p in skills:
-        n = clips_per_skill or wm.prompt_windows.get(p, 1)
-        clip_prompts += [p] * max(1, int(n))
+    clip_prompts = wm.clip_prompts(skills, clips_per_skill)
     t0 = time.time()
     video, lat = wm.rollout(frame, clip_prompts, num_inference_steps=steps, seed=seed, guidance_scale=guidance_scale,
                             progress=True)

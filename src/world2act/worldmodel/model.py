@@ -119,6 +119,11 @@ class WorldModel(nn.Module):
     def latent_size(self) -> tuple[int, int]:
         return self.config.latent_size
 
+    def clip_prompts(self, skills: list[str], clips_per_skill: int | None = None) -> list[str]:
+        """One prompt per generated clip: each skill repeated ``clips_per_skill`` times, or as
+        many times as its training clips spanned 17-frame windows (``prompt_windows``, default 1)."""
+        return [p for p in skills for _ in range(max(1, int(clips_per_skill or self.prompt_windows.get(p, 1))))]
+
     def save(self, path: str | os.PathLike, *, save_vae: bool = True) -> None:
         """Write the diffusers folder layout: ``config.json`` (our config), ``model_index.json``,
         ``transformer/``, ``vae/``, ``scheduler/`` (safetensors weights)."""
