@@ -122,10 +122,13 @@ def make_wrong_dim_policy():
 
 
 class SlowEnv(FakeEnv):
+    """Episodes of 0.3-1.5 s (2-10 steps), so 40 of them outlast the Ctrl-C test's signal even
+    on a loaded machine (at 0.01 s per step the whole run took ~2 s and could finish first)."""
+
     def step(self, action):
         import time
 
-        time.sleep(0.01)
+        time.sleep(0.15)
         super().step(action)
 
 
