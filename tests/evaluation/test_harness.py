@@ -143,7 +143,10 @@ def test_ctrl_c_keeps_finished_results(tmp_path, sig):
 
     out = tmp_path / "int"
     here = Path(__file__).parent
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    # a shell that starts a job in the background without job control (CI runners, `cmd &` in a
+    # script) passes SIGINT on as ignored; restore the terminal default, as under a real Ctrl-C
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "sys.path.insert(0, %r)\n"
             "from eval_fakes import slow_env_factory, make_noisy_reacher\n"
             "from world2act.evaluation import evaluate\n"
             "evaluate(make_noisy_reacher, 'libero_object', [0, 1], 20, [0], %r, workers=2, video_episodes=0,"
