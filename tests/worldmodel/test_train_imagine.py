@@ -88,10 +88,12 @@ def test_imagine_writes_documented_outputs(trained, tmp_path):
     assert json.loads((tmp_path / "im" / "prompts.json").read_text())["clip_prompts"] == info["clip_prompts"]
 
 
-@pytest.mark.parametrize("crop, expect_hw", [(16, (16, 16)), (0, (32, 64)), (100, (32, 64))])
-def test_train_vae_crops(crop, expect_hw):
-    """The VAE trains on 5-frame snippets of random ``vae_crop`` crops (0 or a crop larger than the
-    frame = whole frames), and a step updates its weights."""
+@pytest.mark.parametrize("crop, frames, expect", [(16, 5, (5, 16, 16)), (0, 0, (17, 32, 64)),
+                                                  (100, 9, (9, 32, 64)), (16, 40, (17, 16, 16))])
+def test_train_vae_crops(crop, frames, expect):
+    """The VAE trains on ``vae_frames``-frame snippets (0 or more than a clip = whole clips) of
+    random ``vae_crop`` crops (0 or a crop larger than the frame = whole frames), and a step
+    updates its weights."""
     from world2act.worldmodel.configs import get_config
     from world2act.worldmodel.model import build_vae
     from world2act.worldmodel.train import train_vae
@@ -107,8 +109,45 @@ def test_train_vae_crops(crop, expect_hw):
     vae.encode = spy
     before = [p.detach().clone() for p in vae.parameters()]
     videos = np.random.default_rng(0).integers(0, 256, (3, 17, 32, 64, 3), dtype=np.uint8)
-    cfg = TrainWMConfig(**{**FAST, "vae_steps": 2, "vae_batch": 3, "vae_crop": crop})
+    cfg = TrainWMConfig(**{**FAST, "vae_steps": 2, "vae_batch": 3, "vae_crop": crop,
+                                 "vae_frames": frames})
     hist = train_vae(vae, videos, cfg, np.random.default_rng(0), "cpu")
     assert len(hist) == 2 and all(np.isfinite(loss) for _, loss in hist)
-    assert shapes == [(3, 3, 5, *expect_hw)] * 2
+    assert shapes == [(3, 3, *expect)] * 2
     assert any(not torch.equal(b, p) for b, p in zip(before, vae.parameters()))
+
+
+def test_train_vae_rejects_bad_snippet_length():
+    """A snippet must be 1 + 4n frames (the VAE's causal chunking); anything else is a clear error."""
+    from world2act.worldmodel.configs import get_config
+    from world2act.worldmodel.model import build_vae
+    from world2act.worldmodel.train import train_vae
+
+    videos = np.zeros((2, 17, 32, 64, 3), dtype=np.uint8)
+    cfg = TrainWMConfig(**{**FAST, "vae_steps": 1, "vae_frames": 8})
+    with pytest.raises(World2ActError, match="vae_frames=8"):
+        train_vae(build_vae(get_config("tiny")), videos, cfg, np.random.default_rng(0), "cpu")
+
+
+def test_vae_psnr_per_frame_curve_locates_error():
+    """``vae_psnr`` returns the mean and a per-frame curve; a VAE that is exact on frames 0-4 and
+    off by 16 grey levels on frames 5-16 shows exactly that curve."""
+    from types import SimpleNamespace
+
+    from world2act.worldmodel.train import vae_psnr
+
+    class FakeVAE:
+        def encode(self, x):
+            return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: x))
+
+        def decode(self, z):
+            out = z.clone()
+            out[:, :, 5:] += 16 / 127.5
+            return SimpleNamespace(sample=out)
+
+    videos = np.full((2, 17, 8, 8, 3), 100, dtype=np.uint8)
+    mean, curve = vae_psnr(FakeVAE(), videos, "cpu")
+    off = 10 * np.log10(255 ** 2 / 16 ** 2)  # 24.05 dB
+    assert len(curve) == 17
+    assert all(v > 140 for v in curve[:5]) and np.allclose(curve[5:], off, atol=0.01)
+    assert mean == pytest.approx(np.mean(curve), abs=0.01)

@@ -5,7 +5,7 @@ Paper Sec. 3.3 / 5.3 and appendix A. Steps (each resumable):
 1. Validate the dataset against the model config (cameras, image size, prompts, clip length)
    before any work; build clip records and hold out whole demonstrations (``clips.json``).
 2. VAE: ``--vae DIR`` / ``--pretrained DIR`` supply one; otherwise a small ``AutoencoderKLWan``
-   is trained on the domain's frames (L1 + MSE + tiny KL on 5-frame snippets), its latent
+   is trained on the domain's frames (L1 + MSE + tiny KL on whole clips), its latent
    mean/std are set from the training latents, and its reconstruction PSNR on held-out clips is
    reported (``vae/``).
 3. Latents are encoded once (``cache/latents.safetensors``).
@@ -54,9 +54,10 @@ class TrainWMConfig:
     device: str = "auto"
     threads: int = 0                # 0 = all cores
     # VAE training
-    vae_steps: int = 1500
-    vae_batch: int = 8
+    vae_steps: int = 1100
+    vae_batch: int = 4
     vae_crop: int = 32              # train on random crops of this size (pixels); 0 = whole frames
+    vae_frames: int = 0             # frames per training snippet (1 + 4n); 0 = the whole clip (num_frames)
     vae_lr: float = 2e-3
     vae_kl: float = 1e-6
     vae_max_minutes: float = 0.0    # 0 = no wall-clock limit on VAE training
@@ -87,7 +88,11 @@ def _psnr_t(x, y):
 
 
 def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.Generator, device: str):
-    """Train a small Wan VAE on 5-frame snippets (1 + one latent chunk) of the training clips.
+    """Train a small Wan VAE on ``cfg.vae_frames``-frame snippets (0 = whole clips) of the training clips.
+
+    Whole clips by default: the VAE encodes/decodes chunk by chunk through causal-conv caches, and
+    one trained on 5-frame snippets decodes later chunks of a 17-frame clip ever worse (held-out
+    per-frame PSNR 26 dB on frame 0 down to 17 dB on frames 13-16; docs/results.md, world model).
 
     The VAE is fully convolutional (its mid-block attention works at any size), so it trains on
     random ``cfg.vae_crop`` x ``cfg.vae_crop`` crops: a 32x32 crop costs 1/8 of a 64x128 frame
@@ -109,6 +114,9 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
     n, t, h, w = train_videos.shape[:4]
     ch, cw = (min(cfg.vae_crop, h), min(cfg.vae_crop, w)) if cfg.vae_crop else (h, w)
+    nf = min(cfg.vae_frames, t) if cfg.vae_frames else t
+    if (nf - 1) % 4:
+        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (clips have {t})")
     hist = []
     t0 = time.time()
     bar = tqdm(range(cfg.vae_steps), desc="VAE")
@@ -117,10 +125,10 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
             log.warning("vae_max_minutes=%s reached at VAE step %d", cfg.vae_max_minutes, step)
             break
         idx = rng.integers(0, n, cfg.vae_batch)
-        starts = rng.integers(0, t - 4, cfg.vae_batch)
+        starts = rng.integers(0, t - nf + 1, cfg.vae_batch)
         ys = rng.integers(0, h - ch + 1, cfg.vae_batch)
         xs = rng.integers(0, w - cw + 1, cfg.vae_batch)
-        clip = np.stack([train_videos[i, s:s + 5, y:y + ch, x:x + cw] for i, s, y, x in zip(idx, starts, ys, xs)])
+        clip = np.stack([train_videos[i, s:s + nf, y:y + ch, x:x + cw] for i, s, y, x in zip(idx, starts, ys, xs)])
         x = torch.from_numpy(clip).to(device).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
         post = vae.encode(x).latent_dist
         z = post.sample()
@@ -152,19 +160,28 @@ def _encode_all(vae, videos: np.ndarray, device: str, batch: int = 8):
     return torch.cat(outs)
 
 
-def vae_psnr(vae, videos: np.ndarray, device: str) -> float:
-    """Mean reconstruction PSNR (dB) of uint8 clips ``[N, T, H, W, 3]`` through encode/decode (mode)."""
+def vae_psnr(vae, videos: np.ndarray, device: str) -> tuple[float, list[float]]:
+    """Reconstruction PSNR (dB) of uint8 clips ``[N, T, H, W, 3]`` through encode/decode (mode).
+
+    Returns:
+        (mean over clips and frames, ``T`` per-frame means over clips). The per-frame curve shows
+        whether later latent chunks (frames 1-4, 5-8, ...) decode worse than the first: a VAE
+        trained on shorter snippets than the clips it encodes does (docs/results.md, world model).
+    """
     import torch
 
-    vals = []
+    per_frame = []
     with torch.no_grad():
         for v in videos:
             x = torch.from_numpy(v[None]).to(device).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
             rec = vae.decode(vae.encode(x).latent_dist.mode()).sample
             rec8 = ((rec.clamp(-1, 1) + 1) * 127.5).round()
-            mse = ((rec8 - (x + 1) * 127.5) ** 2).mean().item()
-            vals.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
-    return float(np.mean(vals)) if vals else float("nan")
+            mse = ((rec8 - (x + 1) * 127.5) ** 2).mean(dim=(0, 1, 3, 4)).cpu().double().numpy()  # [T]
+            per_frame.append(10 * np.log10(255 ** 2 / np.maximum(mse, 1e-10)))
+    if not per_frame:
+        return float("nan"), []
+    curve = np.mean(per_frame, axis=0)
+    return float(curve.mean()), [round(float(v), 2) for v in curve]
 
 
 def validation_loss(model, x0, embeds, sigmas=VAL_SIGMAS, seed: int = 1234) -> dict:
@@ -303,7 +320,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             vae.register_to_config(latents_mean=mean, latents_std=std)
         vae.eval()
         held = clip_videos[va_idx] if len(va_idx) else clip_videos[tr_idx[:4]]
-        vm["vae_psnr_heldout_db"] = vae_psnr(vae, held[:16], device)
+        vm["vae_psnr_heldout_db"], vm["vae_psnr_heldout_per_frame_db"] = vae_psnr(vae, held[:16], device)
         log.info("VAE reconstruction PSNR on held-out clips: %.2f dB", vm["vae_psnr_heldout_db"])
         write_json(out / "vae_metrics.json", vm)
         tmp = out / "vae.tmp"
