@@ -129,6 +129,15 @@ def test_train_vae_rejects_bad_snippet_length():
         train_vae(build_vae(get_config("tiny")), videos, cfg, np.random.default_rng(0), "cpu")
 
 
+def test_train_wm_rejects_bad_vae_frames_before_writing(tmp_path):
+    """``train-wm`` checks ``vae_frames`` before it creates the output folder."""
+    records, vids = synthetic_clips(4)
+    out = tmp_path / "wm"
+    with pytest.raises(World2ActError, match="vae_frames=6"):
+        run(TrainWMConfig(**{**FAST, "vae_frames": 6}), out, videos=(records, vids))
+    assert not out.exists()
+
+
 def test_vae_psnr_per_frame_curve_locates_error():
     """``vae_psnr`` returns the mean and a per-frame curve; a VAE that is exact on frames 0-4 and
     off by 16 grey levels on frames 5-16 shows exactly that curve."""

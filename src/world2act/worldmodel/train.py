@@ -252,6 +252,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     started = time.time()
     if cfg.clips not in ("skills", "episodes"):
         raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
+    if cfg.vae_frames and (cfg.vae_frames - 1) % 4:
+        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
     device = resolve_device(cfg.device)
     set_torch_threads(cfg.threads or None)
     rng = seed_everything(cfg.seed)
