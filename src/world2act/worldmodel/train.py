@@ -87,6 +87,12 @@ def _psnr_t(x, y):
     return (10 * torch.log10(4.0 / mse.clamp(min=1e-10))).mean().item()
 
 
+def _check_vae_frames(cfg: TrainWMConfig) -> None:
+    """Raise ``World2ActError`` unless ``cfg.vae_frames`` is 0 (whole clips) or 1 + 4n."""
+    if cfg.vae_frames < 0 or (cfg.vae_frames and (cfg.vae_frames - 1) % 4):
+        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
+
+
 def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.Generator, device: str):
     """Train a small Wan VAE on ``cfg.vae_frames``-frame snippets (0 = whole clips) of the training clips.
 
@@ -114,9 +120,8 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
     n, t, h, w = train_videos.shape[:4]
     ch, cw = (min(cfg.vae_crop, h), min(cfg.vae_crop, w)) if cfg.vae_crop else (h, w)
+    _check_vae_frames(cfg)
     nf = min(cfg.vae_frames, t) if cfg.vae_frames else t
-    if (nf - 1) % 4:
-        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (clips have {t})")
     hist = []
     t0 = time.time()
     bar = tqdm(range(cfg.vae_steps), desc="VAE")
@@ -252,8 +257,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     started = time.time()
     if cfg.clips not in ("skills", "episodes"):
         raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
-    if cfg.vae_frames and (cfg.vae_frames - 1) % 4:
-        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
+    _check_vae_frames(cfg)
     device = resolve_device(cfg.device)
     set_torch_threads(cfg.threads or None)
     rng = seed_everything(cfg.seed)
@@ -476,8 +480,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="config: tiny | small (default) | cosmos-predict2-2b")
     p.add_argument("--pretrained", default=None, help="diffusers Cosmos-Predict2 Video2World folder to fine-tune")
     p.add_argument("--vae", default=None, help="pretrained AutoencoderKLWan folder (skip VAE training)")
-    p.add_argument("--steps", type=int, default=None, help="transformer training steps (default 2500)")
-    p.add_argument("--vae-steps", type=int, default=None, help="VAE training steps (default 1500)")
+    p.add_argument("--steps", type=int, default=None, help=f"transformer training steps (default {TrainWMConfig.steps})")
+    p.add_argument("--vae-steps", type=int, default=None, help=f"VAE training steps (default {TrainWMConfig.vae_steps})")
     p.add_argument("--resume", action="store_true", help="continue in an existing --out folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing --out folder first")
 
