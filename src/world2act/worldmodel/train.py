@@ -87,10 +87,10 @@ def _psnr_t(x, y):
     return (10 * torch.log10(4.0 / mse.clamp(min=1e-10))).mean().item()
 
 
-def _check_vae_frames(cfg: TrainWMConfig) -> None:
-    """Raise ``World2ActError`` unless ``cfg.vae_frames`` is 0 (whole clips) or 1 + 4n."""
-    if cfg.vae_frames < 0 or (cfg.vae_frames and (cfg.vae_frames - 1) % 4):
-        raise World2ActError(f"vae_frames={cfg.vae_frames}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
+def _check_vae_frames(n: int) -> None:
+    """Raise ``World2ActError`` unless a VAE snippet length ``n`` is 0 (whole clips) or 1 + 4k."""
+    if n < 0 or (n and (n - 1) % 4):
+        raise World2ActError(f"vae_frames={n}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
 
 
 def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.Generator, device: str):
@@ -120,8 +120,8 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
     n, t, h, w = train_videos.shape[:4]
     ch, cw = (min(cfg.vae_crop, h), min(cfg.vae_crop, w)) if cfg.vae_crop else (h, w)
-    _check_vae_frames(cfg)
-    nf = min(cfg.vae_frames, t) if cfg.vae_frames else t
+    nf = min(cfg.vae_frames, t) if cfg.vae_frames else t  # longer than a clip = the whole clip
+    _check_vae_frames(nf)
     hist = []
     t0 = time.time()
     bar = tqdm(range(cfg.vae_steps), desc="VAE")
@@ -257,7 +257,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     started = time.time()
     if cfg.clips not in ("skills", "episodes"):
         raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
-    _check_vae_frames(cfg)
+    _check_vae_frames(cfg.vae_frames)
     device = resolve_device(cfg.device)
     set_torch_threads(cfg.threads or None)
     rng = seed_everything(cfg.seed)
