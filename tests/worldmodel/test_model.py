@@ -15,7 +15,8 @@ def _video(b=1, t=17, seed=0):
 def test_configs():
     s = get_config("small")
     assert s.frame_size == (64, 128) and s.num_latent_frames == 5
-    assert s.vae_spatial_compression == 4 and s.latent_size == (16, 32)
+    assert s.vae_spatial_compression == 4 and s.latent_size == (16, 32) and s.vae_residual
+    assert not get_config("tiny").vae_residual and not get_config("cosmos-predict2-2b").vae_residual
     assert get_config("small", layout="2x2").frame_size == (128, 128)
     big = get_config("cosmos-predict2-2b")
     assert big.frame_size == (704, 1280) and big.hidden_size == 2048 and big.text_embed_dim == 1024
@@ -34,12 +35,15 @@ def test_built_vae_matches_config():
 
     from world2act.worldmodel.model import build_vae, check_vae
 
-    for mult, f in (((1, 1, 1), 4), ((1, 1, 1, 1), 8)):
-        cfg = get_config("tiny", vae_dim_mult=mult)
+    for mult, f, residual in (((1, 1, 1), 4, False), ((1, 1, 1, 1), 8, False), ((1, 1, 1), 4, True)):
+        cfg = get_config("tiny", vae_dim_mult=mult, vae_residual=residual)
         vae = build_vae(cfg).eval()
+        assert vae.config.is_residual == residual
         with torch.no_grad():
             z = vae.encode(torch.zeros(1, 3, 9, 32, 64)).latent_dist.mode()
+            rec = vae.decode(z).sample
         assert tuple(z.shape) == (1, cfg.latent_channels, 3, 32 // f, 64 // f) and cfg.latent_size == (32 // f, 64 // f)
+        assert tuple(rec.shape) == (1, 3, 9, 32, 64)
         check_vae(vae, cfg, "here")
         other = get_config("tiny", vae_dim_mult=(1, 1, 1) if f == 8 else (1, 1, 1, 1))
         with pytest.raises(World2ActError, match="here: VAE has z_dim=8 and"):

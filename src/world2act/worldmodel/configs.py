@@ -26,6 +26,11 @@ class WorldModelConfig:
     ``2 ** (len(vae_dim_mult) - 1)`` spatial compression (8x for the real checkpoint's (1, 2, 4, 4);
     the ``small`` config uses 4x, (1, 2, 2), with 4x4 transformer patches so the token count is the
     same as 8x with 2x2 patches while the VAE keeps four times more spatial detail).
+    ``vae_residual`` adds the Wan 2.2 VAE's parameter-free shortcuts (space/time-to-channel
+    averaging around each down-sampling block, channel-to-space duplication around each
+    up-sampling block; ``AutoencoderKLWan(is_residual=True)``): same latent shapes, and the
+    ``small`` VAE trained from scratch reaches a given reconstruction PSNR in fewer steps
+    (docs/results.md, world model). The real checkpoint's Wan 2.1 VAE has no shortcuts.
     Text: ``text_encoder`` "minilm" (all-MiniLM-L6-v2 token embeddings, 384-d) or "t5"
     (T5-XXL, 1024-d, the real checkpoint; embeddings computed elsewhere or from a local folder).
     """
@@ -52,6 +57,7 @@ class WorldModelConfig:
     vae_base_dim: int = 16
     vae_dim_mult: tuple[int, ...] = (1, 2, 2, 2)
     vae_num_res_blocks: int = 1
+    vae_residual: bool = False  # Wan 2.2 residual down/up blocks (AvgDown3D/DupUp3D shortcuts)
     # text
     text_encoder: str = "minilm"
     text_embed_dim: int = 384
@@ -139,9 +145,9 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(name="tiny", image_size=(32, 32), num_heads=2, head_dim=32, num_layers=2,
                  adaln_lora_dim=16, latent_channels=8, vae_base_dim=8, vae_dim_mult=(1, 1, 1, 1),
                  text_max_length=16, num_inference_steps=4),
-    # quick preset: 64x128 frames, hidden 256, 6 layers (~8 M params), ~0.7 M-parameter VAE with
-    # 4x spatial compression (16x32 latents) and 4x4 patches (4x8 tokens per latent frame)
-    "small": dict(name="small", vae_dim_mult=(1, 2, 2), patch_size=(1, 4, 4)),
+    # quick preset: 64x128 frames, hidden 256, 6 layers (~8 M params), ~0.7 M-parameter residual
+    # VAE with 4x spatial compression (16x32 latents) and 4x4 patches (4x8 tokens per latent frame)
+    "small": dict(name="small", vae_dim_mult=(1, 2, 2), vae_residual=True, patch_size=(1, 4, 4)),
     # Cosmos-Predict2-2B-Video2World (704x1280, 93 frames, 35 steps, guidance 7, T5-XXL 1024-d)
     "cosmos-predict2-2b": dict(name="cosmos-predict2-2b", num_frames=93, frame_stride=1, image_size=(352, 640),
                                layout="2x2", fps=16.0, num_heads=16, head_dim=128, num_layers=28,

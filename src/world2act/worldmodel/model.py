@@ -58,13 +58,14 @@ def build_transformer(cfg: WorldModelConfig):
 def build_vae(cfg: WorldModelConfig):
     """A freshly initialised ``AutoencoderKLWan``: 4x temporal compression (the last two of the
     ``len(vae_dim_mult) - 1`` down-sampling stages also halve time), ``cfg.vae_spatial_compression``
-    spatial compression, identity latent normalisation (fitted after training)."""
+    spatial compression, identity latent normalisation (fitted after training); with
+    ``cfg.vae_residual`` the Wan 2.2 residual blocks (``is_residual=True``), same latent shapes."""
     from diffusers import AutoencoderKLWan
 
     c = cfg.latent_channels
     stages = len(cfg.vae_dim_mult) - 1
     return AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=c, dim_mult=list(cfg.vae_dim_mult),
-                            num_res_blocks=cfg.vae_num_res_blocks,
+                            num_res_blocks=cfg.vae_num_res_blocks, is_residual=cfg.vae_residual,
                             temperal_downsample=[False] * (stages - 2) + [True, True],
                             latents_mean=[0.0] * c, latents_std=[1.0] * c)
 
