@@ -54,7 +54,7 @@ class TrainWMConfig:
     device: str = "auto"
     threads: int = 0                # 0 = all cores
     # VAE training
-    vae_steps: int = 1100
+    vae_steps: int = 950            # ~15 min for the small residual VAE on one CPU thread
     vae_batch: int = 4
     vae_crop: int = 32              # train on random crops of this size (pixels); 0 = whole frames
     vae_frames: int = 0             # frames per training snippet (1 + 4n); 0 = the whole clip (num_frames)
