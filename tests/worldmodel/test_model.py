@@ -48,6 +48,8 @@ def test_built_vae_matches_config():
         other = get_config("tiny", vae_dim_mult=(1, 1, 1) if f == 8 else (1, 1, 1, 1))
         with pytest.raises(World2ActError, match="here: VAE has z_dim=8 and"):
             check_vae(vae, other, "here")
+    with pytest.raises(World2ActError, match="'tiny': cannot build its VAE .*vae_residual=True"):
+        build_vae(get_config("tiny", vae_dim_mult=(1, 3, 1), vae_residual=True))  # 8 * 8 channels do not split into 24
 
 
 def test_encode_decode_shapes(tiny):

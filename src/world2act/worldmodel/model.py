@@ -59,15 +59,24 @@ def build_vae(cfg: WorldModelConfig):
     """A freshly initialised ``AutoencoderKLWan``: 4x temporal compression (the last two of the
     ``len(vae_dim_mult) - 1`` down-sampling stages also halve time), ``cfg.vae_spatial_compression``
     spatial compression, identity latent normalisation (fitted after training); with
-    ``cfg.vae_residual`` the Wan 2.2 residual blocks (``is_residual=True``), same latent shapes."""
+    ``cfg.vae_residual`` the Wan 2.2 residual blocks (``is_residual=True``), same latent shapes.
+
+    Raises:
+        World2ActError: widths the residual shortcuts cannot split evenly (diffusers' ValueError,
+            with the config's name and VAE fields).
+    """
     from diffusers import AutoencoderKLWan
 
     c = cfg.latent_channels
     stages = len(cfg.vae_dim_mult) - 1
-    return AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=c, dim_mult=list(cfg.vae_dim_mult),
-                            num_res_blocks=cfg.vae_num_res_blocks, is_residual=cfg.vae_residual,
-                            temperal_downsample=[False] * (stages - 2) + [True, True],
-                            latents_mean=[0.0] * c, latents_std=[1.0] * c)
+    try:
+        return AutoencoderKLWan(base_dim=cfg.vae_base_dim, z_dim=c, dim_mult=list(cfg.vae_dim_mult),
+                                num_res_blocks=cfg.vae_num_res_blocks, is_residual=cfg.vae_residual,
+                                temperal_downsample=[False] * (stages - 2) + [True, True],
+                                latents_mean=[0.0] * c, latents_std=[1.0] * c)
+    except ValueError as e:
+        raise World2ActError(f"world-model config {cfg.name!r}: cannot build its VAE (vae_base_dim={cfg.vae_base_dim}, "
+                             f"vae_dim_mult={list(cfg.vae_dim_mult)}, vae_residual={cfg.vae_residual}): {e}") from e
 
 
 def check_vae(vae, cfg: WorldModelConfig, where: str) -> None:
