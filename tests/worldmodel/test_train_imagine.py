@@ -160,3 +160,16 @@ def test_vae_psnr_per_frame_curve_locates_error():
     assert len(curve) == 17
     assert all(v > 140 for v in curve[:5]) and np.allclose(curve[5:], off, atol=0.01)
     assert mean == pytest.approx(np.mean(curve), abs=0.01)
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_given_vae_is_frozen_or_fine_tuned(trained, tmp_path, finetune):
+    src, _, data = trained
+    before = load_file(src / "vae" / "diffusion_pytorch_model.safetensors")
+    cfg = TrainWMConfig(**{**FAST, "steps": 1, "vae": str(src / "vae"), "vae_finetune": finetune, "vae_steps": 3})
+    m = run(cfg, tmp_path / "wm", videos=data)
+    after = load_file(tmp_path / "wm" / "vae" / "diffusion_pytorch_model.safetensors")
+    changed = any(not torch.equal(before[k], after[k]) for k in before)
+    assert changed == finetune
+    assert m["vae"] == ("fine-tuned" if finetune else "pretrained") and m["vae_source"] == str(src / "vae")
+    assert m.get("vae_steps") == (3 if finetune else None)

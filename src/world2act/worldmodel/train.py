@@ -48,6 +48,7 @@ class TrainWMConfig:
     model_overrides: dict = field(default_factory=dict)  # e.g. {num_layers: 4}
     pretrained: str | None = None   # diffusers Cosmos-Predict2 folder (or a world2act WM folder)
     vae: str | None = None          # pretrained VAE folder (AutoencoderKLWan) to use instead of training one
+    vae_finetune: bool = False      # keep training the --vae/--pretrained VAE on the domain's clips for vae_steps
     short_clips: str = "error"      # error | skip | pad
     val_fraction: float = 0.1
     seed: int = 0
@@ -310,20 +311,24 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         if cfg.vae or base is not None:
             from diffusers import AutoencoderKLWan
 
+            vae_src = cfg.vae or str(cfg.pretrained)
             vae = base.vae if (base is not None and not cfg.vae) else AutoencoderKLWan.from_pretrained(cfg.vae)
-            check_vae(vae, wm_cfg, cfg.vae or str(cfg.pretrained))
+            check_vae(vae, wm_cfg, vae_src)
             vae = vae.to(device)
-            vm = {"vae": "pretrained"}
+            vm = {"vae": "fine-tuned" if cfg.vae_finetune else "pretrained", "vae_source": vae_src}
         else:
             vae = build_vae(wm_cfg)
+            vm = {"vae": "trained"}
+        if vm["vae"] != "pretrained":
             t0 = time.time()
             hist = train_vae(vae, clip_videos[tr_idx], cfg, rng, device)
-            vm = {"vae": "trained", "vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
-                  "vae_final_loss": hist[-1][1] if hist else None}
-            raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
-            mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
-            std = raw.std(dim=(0, 2, 3, 4)).clamp(min=1e-3).tolist()
-            vae.register_to_config(latents_mean=mean, latents_std=std)
+            vm.update({"vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
+                       "vae_final_loss": hist[-1][1] if hist else None})
+            if base is None:  # a pretrained transformer keeps the latent normalisation it was trained with
+                raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
+                mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
+                std = raw.std(dim=(0, 2, 3, 4)).clamp(min=1e-3).tolist()
+                vae.register_to_config(latents_mean=mean, latents_std=std)
         vae.eval()
         held = clip_videos[va_idx] if len(va_idx) else clip_videos[tr_idx[:4]]
         vm["vae_psnr_heldout_db"], vm["vae_psnr_heldout_per_frame_db"] = vae_psnr(vae, held[:16], device)
