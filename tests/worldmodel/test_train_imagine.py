@@ -25,10 +25,11 @@ def trained(tmp_path_factory):
 
 def test_train_writes_model_and_metrics(trained):
     out, m, _ = trained
-    for f in ("metrics.json", "manifest.json", "clips.json", "loss_log.csv", "config.json", "vae/config.json",
+    for f in ("metrics.json", "manifest.json", "clips.json", "loss_log.csv", "vae_loss_log.csv", "config.json", "vae/config.json",
               "transformer/config.json", "checkpoint/state.json"):
         assert (out / f).is_file(), f
     metrics = json.loads((out / "metrics.json").read_text())
+    assert len((out / "vae_loss_log.csv").read_text().splitlines()) == 1 + FAST["vae_steps"]
     assert metrics["steps"] == 4 and set(metrics["val_loss_start"]) == set(metrics["val_loss_end"])
     assert "psnr" in metrics["heldout_generation"] and "baseline_repeat_first_psnr" in metrics["heldout_generation"]
     clips = json.loads((out / "clips.json").read_text())
@@ -112,7 +113,7 @@ def test_train_vae_crops(crop, frames, expect):
     cfg = TrainWMConfig(**{**FAST, "vae_steps": 2, "vae_batch": 3, "vae_crop": crop,
                                  "vae_frames": frames})
     hist = train_vae(vae, videos, cfg, np.random.default_rng(0), "cpu")
-    assert len(hist) == 2 and all(np.isfinite(loss) for _, loss in hist)
+    assert len(hist) == 2 and all(np.isfinite(loss) and lr > 0 for _, loss, lr in hist)
     assert shapes == [(3, 3, *expect)] * 2
     assert any(not torch.equal(b, p) for b, p in zip(before, vae.parameters()))
 

@@ -15,7 +15,7 @@ Paper Sec. 3.3 / 5.3 and appendix A. Steps (each resumable):
    (multi-GPU without code change); checkpoints every ``ckpt_every`` steps in ``checkpoint/``;
    a NaN/inf loss stops training and keeps the last good checkpoint.
 5. The final model is written in the diffusers layout, plus ``metrics.json``, ``loss_log.csv``
-   and ``manifest.json``.
+   (transformer), ``vae_loss_log.csv`` (when a VAE was trained) and ``manifest.json``.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
     Args:
         train_videos: uint8 ``[N, T, H, W, 3]``.
     Returns:
-        list of (step, loss) pairs.
+        list of (step, loss, learning rate) triples (written to ``vae_loss_log.csv`` by :func:`run`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -148,7 +148,7 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
-        hist.append((step, loss.item()))
+        hist.append((step, loss.item(), sched.get_last_lr()[0]))
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{_psnr_t(rec.detach(), x):.1f}")
     return hist
@@ -324,6 +324,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             hist = train_vae(vae, clip_videos[tr_idx], cfg, rng, device)
             vm.update({"vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
                        "vae_final_loss": hist[-1][1] if hist else None})
+            _write_loss_log(out / "vae_loss_log.csv", hist)
             if base is None:  # a pretrained transformer keeps the latent normalisation it was trained with
                 raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
                 mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
