@@ -130,6 +130,8 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
         L += ["(evaluation results missing)", ""]
 
     # ---------------- latency
+    from world2act.evaluation.latency import load_note
+
     L += ["## Inference speed (Table S5 analogue, batch 1, CPU, apart from simulation)", ""]
     lat_rows = []
     for name, label in (("eval-base", "base"), ("eval-posttrained", "base + World2Act")):
@@ -145,6 +147,8 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
             ovh = lat_rows[1][1]["ms_per_chunk"] / lat_rows[0][1]["ms_per_chunk"] - 1
             summary["residual_latency_overhead"] = ovh
             L.append(f"\nResidual overhead: {ovh * 100:+.1f}% of the base policy's chunk latency (paper: +11%).")
+        notes = [f"{label}: {load_note(lat)}" for label, lat in lat_rows if load_note(lat)]
+        L += [f"\n**{n}**" for n in notes]
         summary["latency"] = {k: v for k, v in lat_rows}
     else:
         L.append("(latency figures missing)")

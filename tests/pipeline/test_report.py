@@ -33,3 +33,15 @@ def test_report_tables_and_missing_parts(tmp_path):
     assert summary["success"]["paired_difference"]["diff"] == pytest.approx(0.5)
     assert "(metrics missing)" in text  # no wm/align/posttrain folders: reported, not invented
     assert summary["residual_latency_overhead"] == pytest.approx(0.0)
+
+
+def test_report_flags_latency_timed_on_a_busy_machine(tmp_path):
+    for name, load in (("eval-base", 0.0), ("eval-posttrained", 1.4)):
+        ev = _eval([0, 1])
+        ev["latency"]["other_load_cores"] = load
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(ev))
+    write_report(tmp_path, preset="t", preset_meta={}, timings={})
+    text = (tmp_path / "report.md").read_text()
+    assert "base + World2Act: Timed while other processes kept 1.4 CPU core(s) busy" in text
+    assert "base: Timed" not in text

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -168,3 +172,32 @@ def test_latency_helper():
     lat = measure_latency(p, n=3, warmup=1)
     assert lat["ms_per_chunk"] > 0 and lat["ms_per_action"] == pytest.approx(lat["ms_per_chunk"] / 4)
     assert lat["hz"] == pytest.approx(1000 / lat["ms_per_action"])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="CPU accounting reads /proc/stat (Linux)")
+def test_latency_records_cores_other_processes_kept_busy():
+    """A timing taken while another process spins a core says so (reports flag it as pessimistic)."""
+    from world2act.evaluation.latency import LOADED_CORES, load_note, measure_latency
+
+    class Sleeper:  # a policy whose own CPU use is nil: all measured load is someone else's
+        chunk_size = 1
+
+        def reset(self):
+            pass
+
+        def seed(self, s):
+            pass
+
+        def predict_action_chunk(self, obs):
+            time.sleep(0.02)
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        lat = measure_latency(Sleeper(), obs={"task": ["x"]}, n=25, warmup=0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert lat["other_load_cores"] > LOADED_CORES
+    assert "pessimistic" in load_note(lat)
+    assert load_note({"other_load_cores": 0.1}) is None and load_note({"ms_per_chunk": 1.0}) is None

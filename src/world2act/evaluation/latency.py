@@ -6,6 +6,7 @@ GR00T-N1.6-ft + World2Act): a chunk of ``K`` actions costs one forward pass, so
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -26,6 +27,21 @@ def synthetic_observation(policy, instruction: str = "pick up the object and pla
     return obs
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes on this machine have spent busy since boot (Linux ``/proc/stat``:
+    every field but idle and iowait); None where that file does not exist."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+#: ``other_load_cores`` above this marks a timing as taken on a busy machine (reports flag it).
+LOADED_CORES = 0.5
+
+
 def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 3, threads: int | None = 1) -> dict:
     """Time ``policy.predict_action_chunk(obs)`` (batch 1 by default), no simulator involved.
 
@@ -39,7 +55,9 @@ def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 
     Returns:
         dict: ``ms_per_chunk`` (median), ``ms_per_chunk_p90``, ``ms_per_action`` (= chunk / K),
         ``hz`` (actions per second = 1000 / ms_per_action), ``chunk_hz``, ``chunk_size``,
-        ``batch``, ``threads``, ``n``.
+        ``batch``, ``threads``, ``n``, and ``other_load_cores``: the mean number of CPU cores
+        other processes kept busy while timing (None off Linux). Above :data:`LOADED_CORES` the
+        figures are pessimistic; reports say so.
     """
     obs = obs if obs is not None else synthetic_observation(policy)
     prev = torch.get_num_threads()
@@ -51,12 +69,17 @@ def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 
         for _ in range(max(0, warmup)):
             policy.predict_action_chunk(obs)
         times = []
+        busy0, cpu0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
         for _ in range(max(1, n)):
             t = time.perf_counter()
             policy.predict_action_chunk(obs)
             times.append((time.perf_counter() - t) * 1000.0)
+        busy1, cpu1, wall1 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
     finally:
         torch.set_num_threads(prev)
+    other = None
+    if busy0 is not None and busy1 is not None and wall1 > wall0:
+        other = round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0), 2)
     K = int(policy.chunk_size)
     ms = statistics.median(times)
     return {
@@ -69,4 +92,14 @@ def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 
         "batch": len(obs["task"]),
         "threads": int(threads or prev),
         "n": len(times),
+        "other_load_cores": other,
     }
+
+
+def load_note(lat: dict) -> str | None:
+    """The warning a report prints under a latency table timed on a busy machine, else None."""
+    other = (lat or {}).get("other_load_cores")
+    if other is None or other <= LOADED_CORES:
+        return None
+    return (f"Timed while other processes kept {other:.1f} CPU core(s) busy: these figures are pessimistic; "
+            "rerun on an idle machine for the real speed.")

@@ -38,6 +38,8 @@ def markdown_report(result: dict) -> str:
     lines += [f"Protocol: {p['trials']} trials × {len(p['seeds'])} seed(s) {p['seeds']} per task; step budget "
               f"{p['step_budget']} after settle steps; {p['init_states']}. Counting: {p['counting']}.", "",
               markdown_table(result), ""]
+    from world2act.evaluation.latency import load_note
+
     lat = result.get("latency")
     if lat and "ms_per_chunk" in lat:
         lines += ["## Inference speed (batch 1, apart from simulation; cf. paper Table S5)", "",
@@ -45,6 +47,8 @@ def markdown_report(result: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|",
                   f"| {result['policy_info'].get('name')} | {lat['chunk_size']} | {lat['ms_per_chunk']:.2f} | "
                   f"{lat['ms_per_action']:.2f} | {lat['hz']:.1f} | {lat['threads']} |", ""]
+        if load_note(lat):
+            lines += [f"**{load_note(lat)}**", ""]
     tm = result["timing"]
     lines += ["## Throughput", "",
               f"{tm['episodes_run']} episodes in {tm['wall_s']} s with {tm['workers']} worker(s) "
