@@ -147,8 +147,10 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
             ovh = lat_rows[1][1]["ms_per_chunk"] / lat_rows[0][1]["ms_per_chunk"] - 1
             summary["residual_latency_overhead"] = ovh
             L.append(f"\nResidual overhead: {ovh * 100:+.1f}% of the base policy's chunk latency (paper: +11%).")
-        notes = [f"{label}: {load_note(lat)}" for label, lat in lat_rows if load_note(lat)]
-        L += [f"\n**{n}**" for n in notes]
+        for label, lat in lat_rows:
+            note = load_note(lat)
+            if note:
+                L.append(f"\n**{label}: {note}**")
         summary["latency"] = {k: v for k, v in lat_rows}
     else:
         L.append("(latency figures missing)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from world2act.evaluation.latency import load_note
+
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
@@ -38,8 +40,6 @@ def markdown_report(result: dict) -> str:
     lines += [f"Protocol: {p['trials']} trials × {len(p['seeds'])} seed(s) {p['seeds']} per task; step budget "
               f"{p['step_budget']} after settle steps; {p['init_states']}. Counting: {p['counting']}.", "",
               markdown_table(result), ""]
-    from world2act.evaluation.latency import load_note
-
     lat = result.get("latency")
     if lat and "ms_per_chunk" in lat:
         lines += ["## Inference speed (batch 1, apart from simulation; cf. paper Table S5)", "",
@@ -47,8 +47,9 @@ def markdown_report(result: dict) -> str:
                   "|---|---:|---:|---:|---:|---:|",
                   f"| {result['policy_info'].get('name')} | {lat['chunk_size']} | {lat['ms_per_chunk']:.2f} | "
                   f"{lat['ms_per_action']:.2f} | {lat['hz']:.1f} | {lat['threads']} |", ""]
-        if load_note(lat):
-            lines += [f"**{load_note(lat)}**", ""]
+        note = load_note(lat)
+        if note:
+            lines += [f"**{note}**", ""]
     tm = result["timing"]
     lines += ["## Throughput", "",
               f"{tm['episodes_run']} episodes in {tm['wall_s']} s with {tm['workers']} worker(s) "
