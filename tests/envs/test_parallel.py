@@ -42,3 +42,21 @@ def test_vector_env_step_chunk_metaworld():
         assert res[0]["error"] is None and "NaN" in res[1]["error"]  # reported per env, not raised
         with pytest.raises(ValueError):
             venv.step_chunk(np.zeros((3, 2, 4)))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("workers", [0, 2])
+def test_vector_env_set_tasks_switches_in_place(workers):
+    from world2act import World2ActError
+
+    with VectorEnv("metaworld", ["door-open-v3", "door-open-v3"], workers=workers, camera_size=(16, 16)) as venv:
+        pids = [p.pid for p in venv._procs]
+        assert [r["error"] for r in venv.set_tasks(["door-open-v3", "pick-place-v3"])] == [None, None]
+        assert venv.task_ids == ["door-open-v3", "pick-place-v3"]
+        assert [p.pid for p in venv._procs] == pids  # same worker processes, only the simulator was rebuilt
+        assert all(r["error"] is None for r in venv.reset([dict(seed=1), dict(seed=2)]))
+        assert [o["task"] for o in venv.observe()] == ["open the door", "pick up the puck and place it at the goal"]
+        with pytest.raises(ValueError):
+            venv.set_tasks(["door-open-v3"])
+        with pytest.raises(World2ActError):
+            venv.set_tasks(["door-open-v3", "no-such-task"])

@@ -5,6 +5,7 @@ artifacts each later stage depends on and that a re-run skips every finished sta
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,3 +40,14 @@ def test_smoke_pipeline_end_to_end(tmp_path):
 
     r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)  # everything up to date
     assert r2.returncode == 0 and r2.stderr.count("up to date, skipped") == 8, r2.stderr[-1000:]
+
+    # Stage 2 over two tasks: the same workers switch simulators between iterations (VectorEnv.set_tasks)
+    two = tmp_path / "posttrain-2tasks"
+    shutil.copytree(out / "posttrain" / "imagined", two / "imagined")  # task 0's imagined targets are reused
+    cmd2 = [sys.executable, "-m", "world2act", "post-train", "--policy", str(out / "base"), "--wm", str(out / "wm"),
+            "--align", str(out / "align"), "--benchmark", "libero_object", "--tasks", "0,1", "--iterations", "3",
+            "--num-envs", "2", "--init-states", "2", "--out", str(two), "--resume", "max_chunks=1"]
+    r3 = subprocess.run(cmd2, capture_output=True, text=True, env=env, timeout=600)
+    assert r3.returncode == 0, r3.stderr[-2000:]
+    rows = [json.loads(c) for c in (two / "curves.jsonl").read_text().splitlines()]
+    assert [(c["task"], c["errors"]) for c in rows] == [("0", 0), ("1", 0), ("0", 0)]

@@ -247,7 +247,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     elif (out / CURVES).exists():
         (out / CURVES).unlink()
     budget_chunks = max(1, base_max_steps(cfg.benchmark, task_ids[0]) // base.chunk_size)
-    venvs: dict = {}
+    venv = None
     bar = tqdm(range(start_it, cfg.iterations), desc="post-train", initial=start_it, total=cfg.iterations)
     try:
         for it in bar:
@@ -255,12 +255,11 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             chosen = sorted(rng.choice(pool[task], size=cfg.num_envs, replace=False).tolist())
             tgt = [targets[(task, s)] for s in chosen]
             T = min(min(t.shape[0] for t in tgt), budget_chunks, cfg.max_chunks or 10**9)
-            if task not in venvs:
-                for v in venvs.values():
-                    v.close()
-                venvs = {task: VectorEnv(cfg.benchmark, [task] * cfg.num_envs, workers=cfg.workers,
-                                         camera_size=size, cameras=cameras)}
-            venv = venvs[task]
+            if venv is None:  # one set of workers for the whole run; a task switch rebuilds only the simulators
+                venv = VectorEnv(cfg.benchmark, [task] * cfg.num_envs, workers=cfg.workers,
+                                 camera_size=size, cameras=cameras)
+            elif venv.task_ids[0] != task:
+                venv.set_tasks([task] * cfg.num_envs)
             venv.reset([dict(seed=s) for s in chosen])
             policy.reset()
             policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
@@ -292,8 +291,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
                 policy.save_training_state(ckpt, opt, it + 1)
     finally:
-        for v in venvs.values():
-            v.close()
+        if venv is not None:
+            venv.close()
 
     # ---- 4. artifacts
     curves = [json.loads(line) for line in (out / CURVES).read_text().splitlines()] if (out / CURVES).exists() else []
