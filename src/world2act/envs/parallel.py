@@ -183,18 +183,23 @@ def run_chunk(env, actions, cameras, size, stop_on_success: bool) -> dict:
     return {"steps": steps, "success": bool(success), "obs": env.observe(cameras, size), "error": None}
 
 
+def _build_env(spec: dict):
+    """The env a VectorEnv spec describes (``benchmark``, ``task_id``, ``camera_size``, ``cameras``)."""
+    from world2act.envs import make_env
+
+    return make_env(spec["benchmark"], spec["task_id"], camera_size=spec["camera_size"], cameras=spec["cameras"])
+
+
 def _vec_worker(conn, specs: list[dict]) -> None:
     """Worker loop hosting several envs; every reply is a list with one entry per hosted env."""
     _ignore_sigint()
-    from world2act.envs import make_env
 
     envs: list = [None] * len(specs)
     errors: list = [None] * len(specs)
 
     def build(k: int) -> None:
-        s = specs[k]
         try:
-            envs[k] = make_env(s["benchmark"], s["task_id"], camera_size=s["camera_size"], cameras=s["cameras"])
+            envs[k] = _build_env(specs[k])
             errors[k] = None
         except Exception as e:  # noqa: BLE001
             envs[k] = None
@@ -302,12 +307,9 @@ class VectorEnv:
         self._conns: list = []
         self._slots: list[list[int]] = []  # worker -> env indices
         self._dead: list[str | None] = []
+        self._specs = specs
         if self.workers == 0:
-            from world2act.envs import make_env
-
-            self._local = []
-            for s in specs:
-                self._local.append(make_env(s["benchmark"], s["task_id"], camera_size=s["camera_size"], cameras=s["cameras"]))
+            self._local = [_build_env(s) for s in specs]
             return
         ctx = _ctx()
         per = -(-N // self.workers)
@@ -435,14 +437,12 @@ class VectorEnv:
         if len(task_ids) != self.num_envs:
             raise ValueError(f"set_tasks: got {len(task_ids)} task ids for {self.num_envs} envs")
         resolved = [resolve_tasks(self.benchmark, [t])[0] for t in task_ids]
+        self._specs = [dict(s, task_id=t) for s, t in zip(self._specs, resolved)]
         if self._local is not None:
-            from world2act.envs import make_env
-
             def switch(env, i):
                 if resolved[i] != self.task_ids[i]:
                     env.close()
-                    self._local[i] = make_env(self.benchmark, resolved[i], camera_size=self.camera_size,
-                                              cameras=self.cameras)
+                    self._local[i] = _build_env(self._specs[i])
                 return {"error": None}
 
             res = self._local_call(switch)
