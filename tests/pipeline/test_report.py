@@ -45,3 +45,12 @@ def test_report_flags_latency_timed_on_a_busy_machine(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "base + World2Act: Timed while other processes kept 1.4 CPU core(s) busy" in text
     assert "base: Timed" not in text
+
+
+def test_report_shows_stage2_warnings(tmp_path):
+    (tmp_path / "posttrain").mkdir()
+    (tmp_path / "posttrain" / "metrics.json").write_text(json.dumps(
+        {"iterations": 3, "pos_cos_last": 0.1, "warnings": ["the residual's mean |Δa| reached 2.00 normalised units"]}))
+    write_report(tmp_path, preset="t", preset_meta={}, timings={})
+    text = (tmp_path / "report.md").read_text()
+    assert "> **Warning:** the residual's mean |Δa| reached 2.00" in text and "| pos_cos_last | 0.1000 |" in text

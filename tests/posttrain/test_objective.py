@@ -88,3 +88,22 @@ def test_updates_raise_positive_pair_similarity():
     assert m["loss"] < first["loss"] - 0.1
     assert m["pos_cos"] > first["pos_cos"] + 0.05
     assert m["delta_abs"] > 0  # the gate opened
+
+
+def _curves(n, pos, neg, delta, sr):
+    return [{"iteration": i, "task": "0", "loss": 1.0, "pos_cos": pos(i), "neg_cos": neg(i), "delta_abs": delta(i),
+             "rollout_success_rate": sr(i)} for i in range(n)]
+
+
+def test_stage2_diagnosis_flags_noise_drift_and_collapse(tmp_path):
+    from world2act.posttrain.loop import plot_curves, summarize_curves
+
+    healthy = summarize_curves(_curves(20, lambda i: 0.1 + 0.03 * i, lambda i: 0.1, lambda i: 1e-3 * i, lambda i: 0.5))
+    assert healthy["warnings"] == [] and healthy["pos_cos_last"] > healthy["neg_cos_last"]
+    # the measured runs/demo-wm4 lr=3e-3 run: pos == neg, |Δa| 0 → 1.9 (last fifth 1.75), rollout success 0.3 → 0
+    bad = _curves(20, lambda i: 0.1, lambda i: 0.1, lambda i: 0.1 * i, lambda i: 0.3 if i < 10 else 0.0)
+    w = summarize_curves(bad)["warnings"]
+    assert len(w) == 3
+    assert "not closer than negatives" in w[0] and "|Δa| reached 1.75" in w[1] and "0.30 to 0.00" in w[2]
+    plot_curves(bad, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -313,7 +313,8 @@ def base_max_steps(benchmark: str, task) -> int:
 
 
 def summarize_curves(curves: list[dict]) -> dict:
-    """First/last-window means of the loss and positive/negative cosine."""
+    """First/last-fifth means of loss, positive/negative cosine, mean |Δa| and rollout success
+    rate, plus ``warnings`` (:func:`diagnose`)."""
     if not curves:
         return {"iterations": 0}
     w = max(1, len(curves) // 5)
@@ -323,13 +324,46 @@ def summarize_curves(curves: list[dict]) -> dict:
         return float(np.mean(vals)) if vals else float("nan")
 
     first, last = curves[:w], curves[-w:]
-    return {
+    out = {
         "iterations": len(curves),
         **{f"{k}_first": mean(k, first) for k in ("loss", "pos_cos", "neg_cos", "delta_abs")},
         **{f"{k}_last": mean(k, last) for k in ("loss", "pos_cos", "neg_cos", "delta_abs")},
         "rollout_success_rate_first": mean("rollout_success_rate", first),
         "rollout_success_rate_last": mean("rollout_success_rate", last),
     }
+    out["warnings"] = diagnose(out)
+    return out
+
+
+#: thresholds of :func:`diagnose` (first/last = means over the first/last fifth of the iterations)
+MIN_COS_GAP = 0.02          # positive-pair minus negative-pair cosine at the end
+MAX_DELTA_ABS = 0.5         # mean |Δa| in normalised action units (the base chunk's own scale is ≈ 1)
+MAX_ROLLOUT_SR_DROP = 0.25  # fall of the on-policy rollout success rate, absolute
+
+
+def diagnose(summary: dict) -> list[str]:
+    """Plain-language warnings about a Stage-2 run, from :func:`summarize_curves`' figures.
+
+    Stage 2 is reward-free, so nothing else stops a run whose objective carries no signal or
+    whose residual drifts far from the base. Three checks: the last-window positive-pair cosine
+    is not above the negatives' by :data:`MIN_COS_GAP` (the InfoNCE does not tell rollouts
+    apart, so updates are mostly noise); mean |Δa| above :data:`MAX_DELTA_ABS`; on-policy
+    rollout success fell by more than :data:`MAX_ROLLOUT_SR_DROP` (success is observed, never
+    trained on). Returns an empty list for a healthy run.
+    """
+    w = []
+    pos, neg = summary.get("pos_cos_last", float("nan")), summary.get("neg_cos_last", float("nan"))
+    if pos - neg < MIN_COS_GAP:
+        w.append(f"positive pairs are not closer than negatives at the end (cosine {pos:.3f} vs {neg:.3f}): "
+                 "the Stage-2 objective does not tell the rollouts apart, so its updates are mostly noise")
+    d = summary.get("delta_abs_last", 0.0)
+    if d > MAX_DELTA_ABS:
+        w.append(f"the residual's mean |Δa| reached {d:.2f} normalised action units: the policy acts far from "
+                 "the base; lower lr or set delta_l2")
+    a, b = summary.get("rollout_success_rate_first", float("nan")), summary.get("rollout_success_rate_last", float("nan"))
+    if a - b > MAX_ROLLOUT_SR_DROP:
+        w.append(f"on-policy rollout success rate fell from {a:.2f} to {b:.2f} during post-training")
+    return w
 
 
 def plot_curves(curves: list[dict], path: Path) -> None:
@@ -342,13 +376,20 @@ def plot_curves(curves: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     it = [c["iteration"] for c in curves]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.2))
     ax[0].plot(it, [c["loss"] for c in curves])
     ax[0].set(title="Stage 2 loss (Eq. 1)", xlabel="iteration")
     ax[1].plot(it, [c["pos_cos"] for c in curves], label="positive pairs")
     ax[1].plot(it, [c["neg_cos"] for c in curves], label="negatives")
     ax[1].set(title="chunk-averaged cosine", xlabel="iteration")
     ax[1].legend()
+    ax[2].plot(it, [max(c["delta_abs"], 1e-6) for c in curves], color="C2", label="mean |Δa| (normalised)")
+    ax[2].set(title="residual size and rollout success", xlabel="iteration", yscale="log")
+    ax[2].set_ylabel("mean |Δa|", color="C2")
+    sr = ax[2].twinx()
+    sr.plot(it, [c["rollout_success_rate"] for c in curves], color="C3", marker=".", lw=0.8)
+    sr.set_ylabel("rollout success rate", color="C3")
+    sr.set_ylim(-0.05, 1.05)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -7,7 +7,11 @@ Writes under ``--out``: ``policy/`` (the post-trained policy folder, loadable by
 """
 from __future__ import annotations
 
+import logging
+
 from world2act.posttrain.config import PostTrainConfig
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
@@ -45,4 +49,6 @@ def main(args) -> int:
     metrics = run(cfg, out, device=resolve_device(args.device), resume=args.resume)
     print(f"post-trained policy: {out / 'policy'}  (pos cos {metrics.get('pos_cos_first', float('nan')):.3f} → "
           f"{metrics.get('pos_cos_last', float('nan')):.3f})")
+    for w in metrics.get("warnings", []):
+        log.warning("post-train: %s", w)
     return 0
