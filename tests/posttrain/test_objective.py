@@ -107,3 +107,15 @@ def test_stage2_diagnosis_flags_noise_drift_and_collapse(tmp_path):
     assert "not closer than negatives" in w[0] and "|Δa| reached 1.75" in w[1] and "0.30 to 0.00" in w[2]
     plot_curves(bad, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_imagined_target_similarity_between_init_states():
+    from world2act.posttrain.loop import imagined_target_similarity
+
+    g = torch.Generator().manual_seed(0)
+    same = torch.randn(5, 8, generator=g)
+    assert imagined_target_similarity([same, same.clone(), 2 * same]) == pytest.approx(1.0)
+    assert imagined_target_similarity([same, -same[:3]]) == pytest.approx(-1.0)  # compared over the shared 3 chunks
+    spread = imagined_target_similarity([torch.randn(6, 64, generator=g) for _ in range(4)])
+    assert abs(spread) < 0.15
+    assert math.isnan(imagined_target_similarity([same]))

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from world2act import World2ActError
 from world2act.posttrain.config import PostTrainConfig
-from world2act.posttrain.objective import RolloutBatch, stage2_step
+from world2act.posttrain.objective import RolloutBatch, masked_chunkwise_cosine, stage2_step
 from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
 from world2act.utils.seeding import seed_everything, torch_threads
@@ -299,10 +299,33 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     policy.save(out / "policy", base_source=cfg.policy)
     plot_curves(curves, out / "curves.png")
     metrics = summarize_curves(curves)
+    metrics["imagined_target_cos"] = {str(t): imagined_target_similarity([targets[(t, s)] for s in pool[t]])
+                                      for t in task_ids}
     write_json(out / "metrics.json", metrics)
     write_manifest(out, stage="post-train", config=cfg, inputs={"policy": cfg.policy, "wm": cfg.wm, "align": cfg.align},
                    metrics=metrics, started=started)
     return metrics
+
+
+def imagined_target_similarity(targets: list[torch.Tensor]) -> float:
+    """Mean chunk-averaged cosine between the imagined trajectories of different init states of
+    one task (the Stage-2 negatives' targets; Eq. 1's s(·,·) over the first ``min T`` chunks).
+
+    Near 1, the world model imagines the same latent trajectory whatever the init state, and
+    the InfoNCE has nothing to tell the rollouts apart by; lower is a more informative prior.
+
+    Args:
+        targets: per init state ``[T_i, D]``.
+
+    Returns:
+        the mean over pairs i ≠ j, or NaN with fewer than two trajectories.
+    """
+    if len(targets) < 2:
+        return float("nan")
+    T = min(t.shape[0] for t in targets)
+    x = torch.stack([t[:T].float() for t in targets])
+    sim = masked_chunkwise_cosine(x, x, torch.ones(x.shape[:2], dtype=torch.bool))
+    return float(sim[~torch.eye(len(targets), dtype=torch.bool)].mean())
 
 
 def base_max_steps(benchmark: str, task) -> int:
