@@ -183,7 +183,9 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
         if m:
             summary[name] = m
             flat = {k: v for k, v in _flatten(m).items() if isinstance(v, (int, float, str, bool)) or v is None}
-            L += [f"> **Warning:** {w}" for w in m.get("warnings") or []] + [""] * bool(m.get("warnings"))
+            warnings = m.get("warnings") or []
+            if warnings:
+                L += [f"> **Warning:** {w}" for w in warnings] + [""]
             L += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v, 4)} |" for k, v in list(flat.items())[:60]]
         else:
             L.append("(metrics missing)")

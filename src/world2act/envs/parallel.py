@@ -247,8 +247,7 @@ def _vec_worker(conn, specs: list[dict]) -> None:
                             envs[k].close()
                         specs[k] = dict(specs[k], task_id=task)
                         build(k)
-                reply = [{"error": None if envs[k] is not None else f"env could not be built: {errors[k]}"}
-                         for k in range(len(envs))]
+                reply = [guard(k, lambda: {"error": None}) for k in range(len(envs))]
             elif cmd == "call":
                 name, args = msg[1], msg[2]
                 reply = [guard(k, lambda k=k: {"value": getattr(envs[k], name)(*args), "error": None})
