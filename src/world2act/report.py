@@ -3,8 +3,8 @@
 Collects every stage's metrics into one page a user can trust: dataset and skill statistics,
 world-model samples, Stage 1 metrics, Stage 2 curves, success rates of base vs
 base + World2Act on the same held-out init states and seeds (per task, mean, spread over
-seeds, 95% intervals, and the paired difference), the latency table (Table S5 analogue) and
-wall time per stage. Missing artifacts are reported as missing, never invented.
+seeds, 95% intervals, and the paired difference with the exact McNemar test, overall and per
+task), the latency table (Table S5 analogue) and wall time per stage. Missing artifacts are reported as missing, never invented.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from world2act.evaluation.report import paired_figures, paired_table
+from world2act.evaluation.stats import VERDICT_RULE, episode_records, paired_comparison, paired_verdict
 from world2act.utils.io import atomic_write, write_json
 from world2act.utils.manifest import git_revision, versions
 
@@ -41,32 +41,11 @@ def _rel(out: Path, p: Path) -> str:
     return os.path.relpath(p, out)
 
 
-def episode_records(ev: dict) -> list[dict]:
-    """Per-episode records of an eval.json (keys task, seed, init_state/trial, success, error)."""
-    return list(ev.get("episodes") or [])
-
-
-def _key(r: dict) -> tuple:
-    return (str(r.get("task")), r.get("seed"), r.get("trial", r.get("init_state_index", r.get("init_state"))))
-
-
 def paired_difference(base: dict, post: dict) -> dict:
-    """Success-rate difference post − base on the episodes both runs share (same task, seed, trial).
-
-    Errors count as failures here (the eval tables count them separately). The 95% interval is
-    the normal approximation of the mean paired difference, clipped to [-1, 1].
-    """
-    b = {_key(r): float(bool(r.get("success"))) for r in episode_records(base)}
-    p = {_key(r): float(bool(r.get("success"))) for r in episode_records(post)}
-    shared = sorted(set(b) & set(p), key=str)
-    if not shared:
-        return {"n": 0}
-    d = np.array([p[k] - b[k] for k in shared])
-    mean = float(d.mean())
-    half = 1.96 * float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {"n": len(shared), "diff": mean, "ci95": [max(-1.0, mean - half), min(1.0, mean + half)],
-            "base_sr": float(np.mean([b[k] for k in shared])), "post_sr": float(np.mean([p[k] for k in shared])),
-            "improved": int((d > 0).sum()), "regressed": int((d < 0).sum())}
+    """Paired comparison post − base of two ``eval.json`` results: a thin wrapper over
+    :func:`world2act.evaluation.stats.paired_comparison` (pairing by task, seed, trial; errors
+    count as failures; normal-approximation 95% interval; exact McNemar p; per-task figures)."""
+    return paired_comparison(episode_records(base), episode_records(post))
 
 
 def _task_rows(ev: dict) -> dict[str, dict]:
@@ -112,14 +91,19 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
         pdiff = paired_difference(eb, ep)
         summary["success"] = {"base": ob, "posttrained": op, "paired_difference": pdiff}
         if pdiff.get("n"):
-            lo, hi = pdiff["ci95"]
-            verdict = ("better than" if lo > 0 else "worse than" if hi < 0 else "not distinguishable from")
+            verdict = paired_verdict(pdiff)
             headline = (f"base + World2Act {pdiff['post_sr']:.3f} vs base {pdiff['base_sr']:.3f} success rate on "
-                        f"{pdiff['n']} paired episodes: difference {pdiff['diff']:+.3f} (95% CI {lo:+.3f} … {hi:+.3f}); "
-                        f"World2Act is {verdict} the base at this budget "
-                        f"({pdiff['improved']} episodes fixed, {pdiff['regressed']} broken).")
+                        f"{pdiff['n']} paired episodes: {paired_figures(pdiff)}; "
+                        f"World2Act is {verdict} the base at this budget ({VERDICT_RULE}).")
             summary["headline"] = headline
-            L += ["", f"**Paired comparison:** {headline}", ""]
+            summary["verdict"] = verdict
+            labels = {t: rb[t].get("instruction") or t for t in rb}
+            L += ["", f"**Paired comparison:** {headline}", "",
+                  "Paired per task (same task, seed and trial in both runs; errors count as failures; "
+                  "per-task p-values are not corrected for multiple comparisons):", "",
+                  *paired_table(pdiff, labels, base="base", post="+World2Act"), ""]
+        else:
+            L += ["", "**Paired comparison:** the two evaluations share no episodes (task, seed, trial).", ""]
         for name in ("eval-base", "eval-posttrained"):
             for png in sorted((out / name).glob("*.png")):
                 L.append(f"![{name}]({_rel(out, png)})")

@@ -1,9 +1,11 @@
-"""``eval.md`` (tables) and ``success.png`` (bar plot) from an ``eval.json`` result."""
+"""``eval.md`` (tables) and ``success.png`` (bar plot) from an ``eval.json`` result, and the
+markdown of a paired comparison of two results (``paired.md``, the pipeline's ``report.md``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from world2act.evaluation.latency import load_note
+from world2act.evaluation.stats import format_p
 
 
 def _pct(x: float | None) -> str:
@@ -29,6 +31,35 @@ def markdown_table(result: dict) -> str:
                 f"{o['n_success']} / {o['n_trials']} | {o['n_errors']} | "
                 + " | ".join(_pct(o["per_seed"].get(str(s))) for s in seeds) + " |")
     return "\n".join(rows)
+
+
+def paired_figures(pc: dict) -> str:
+    """The figures of a :func:`~world2act.evaluation.stats.paired_comparison` result in words:
+    difference, its 95% interval, McNemar exact p and the discordant pairs (needs ``n`` > 0)."""
+    lo, hi = pc["ci95"]
+    return (f"difference {pc['diff']:+.3f} (95% CI {lo:+.3f} … {hi:+.3f}), McNemar exact p = {format_p(pc['mcnemar_p'])} "
+            f"({pc['improved']} episodes fixed, {pc['regressed']} broken)")
+
+
+def paired_table(pc: dict, labels: dict | None = None, base: str = "base", post: str = "post") -> list[str]:
+    """Per-task paired table (markdown lines) of a
+    :func:`~world2act.evaluation.stats.paired_comparison` result, with an ``all`` row.
+
+    Success rates are over the paired episodes only; ``labels`` maps a task key to its display
+    name (e.g. the instruction); ``base`` / ``post`` name the two runs in the header.
+    """
+    labels = labels or {}
+    rows = [f"| task | paired episodes | {base} SR | {post} SR | difference ({post} − {base}) | fixed | broken | McNemar exact p |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for task, t in (pc.get("per_task") or {}).items():
+        rows.append(f"| {labels.get(task) or task} | {t['n']} | {t['base_sr']:.3f} | {t['post_sr']:.3f} | {t['diff']:+.3f} | "
+                    f"{t['fixed']} | {t['broken']} | {format_p(t['mcnemar_p'])} |")
+    if pc.get("n"):
+        lo, hi = pc["ci95"]
+        rows.append(f"| **all** | {pc['n']} | {pc['base_sr']:.3f} | {pc['post_sr']:.3f} | "
+                    f"**{pc['diff']:+.3f}** (95% CI {lo:+.3f} … {hi:+.3f}) | {pc['improved']} | {pc['regressed']} | "
+                    f"**{format_p(pc['mcnemar_p'])}** |")
+    return rows
 
 
 def markdown_report(result: dict) -> str:
