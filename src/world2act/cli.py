@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "align": ("world2act.align.train", "Stage 1: align world-model video latents and action chunks (InfoNCE)"),
     "post-train": ("world2act.posttrain.train", "Stage 2: train a residual policy on on-policy rollouts, reward-free"),
     "eval": ("world2act.evaluation.cli", "success rates under the standard protocol, speed, videos"),
+    "eval-compare": ("world2act.evaluation.compare_cli",
+                     "pair two evaluations episode by episode: paired difference, its interval, exact McNemar p"),
     "pipeline": ("world2act.pipeline", "run every stage end to end and write report.md"),
 }
 

@@ -2,10 +2,12 @@
 `world2act eval-compare` command (issue 15)."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
+from world2act.cli import main as cli_main
 from world2act.evaluation.stats import mcnemar_exact, paired_comparison, paired_verdict
 
 
@@ -85,3 +87,55 @@ def test_verdict_needs_both_the_interval_and_mcnemar():
     assert better["mcnemar_p"] == pytest.approx(2 / 1024) and better["ci95"][0] > 0
     assert paired_verdict(better) == "better than"
     assert paired_verdict(paired_comparison(post, base)) == "worse than"
+
+
+# ---------------------------------------------------------------------------- eval-compare
+def _write_eval(folder, episodes, benchmark="libero_object", policy="p"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "eval.json").write_text(json.dumps({
+        "benchmark": benchmark, "policy": policy, "complete": True, "episodes": episodes,
+        "per_task": {"0": {"instruction": "pick up the alphabet soup"}}}))
+
+
+def test_eval_compare_writes_paired_json_and_md(tmp_path, capsys):
+    base = [_ep(0, 0, i, i >= 10) for i in range(20)] + [_ep(1, 0, 0, False)]
+    post = [_ep(0, 0, i, True) for i in range(20)] + [_ep(1, 0, 0, True, error="ValueError: x")]
+    _write_eval(tmp_path / "a", base, policy="base-policy")
+    _write_eval(tmp_path / "b", post, policy="post-policy")
+    out = tmp_path / "cmp"
+    rc = cli_main(["eval-compare", "--base", str(tmp_path / "a"), "--post", str(tmp_path / "b"), "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "paired.json").read_text())
+    assert res["n"] == 21 and res["improved"] == 10 and res["regressed"] == 0
+    assert res["mcnemar_p"] == pytest.approx(2 / 1024)
+    assert res["verdict"] == "better than"
+    assert res["base"]["policy"] == "base-policy" and res["post"]["eval"] == str(tmp_path / "b" / "eval.json")
+    assert res["per_task"]["1"] == {"n": 1, "diff": 0.0, "base_sr": 0.0, "post_sr": 0.0,
+                                    "fixed": 0, "broken": 0, "mcnemar_p": 1.0}
+    md = (out / "paired.md").read_text()
+    assert "McNemar exact p = 0.00195" in md and "post is better than base" in md
+    assert "| pick up the alphabet soup | 20 | 0.500 | 1.000 | +0.500 | 10 | 0 | 0.00195 |" in md
+    assert "| 1 | 1 | 0.000 | 0.000 | +0.000 | 0 | 0 | 1 |" in md
+    assert "paired.md" in capsys.readouterr().out
+    assert not list(out.glob(".*.tmp*"))  # atomic writes leave no temporary files
+
+
+def test_eval_compare_fails_clearly_on_missing_or_unpairable_input(tmp_path, capsys):
+    _write_eval(tmp_path / "a", [_ep(0, 0, 0, True)])
+    out = tmp_path / "cmp"
+    rc = cli_main(["eval-compare", "--base", str(tmp_path / "a"), "--post", str(tmp_path / "nope"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == f"error: {tmp_path / 'nope' / 'eval.json'}: file not found\n"
+    assert not out.exists()
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "eval.json").write_text("{not json")
+    rc = cli_main(["eval-compare", "--base", str(tmp_path / "bad"), "--post", str(tmp_path / "a"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: {tmp_path / 'bad' / 'eval.json'}: not valid JSON") and err.count("\n") == 1
+
+    _write_eval(tmp_path / "c", [_ep(0, 1, 0, True)])  # another seed: nothing to pair
+    rc = cli_main(["eval-compare", "--base", str(tmp_path / "a"), "--post", str(tmp_path / "c"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "share no episode" in err and str(tmp_path / "c" / "eval.json") in err and err.count("\n") == 1
+    assert not out.exists()
