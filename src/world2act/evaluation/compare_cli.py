@@ -81,8 +81,8 @@ def markdown(res: dict) -> str:
     """``paired.md``: what was compared, the headline and the per-task paired table."""
     b, p = res["base"], res["post"]
     lines = [f"# Paired comparison on {res.get('benchmark') or 'unknown benchmark'}", "",
-             f"- base: `{b['policy']}` ({b['eval']}, {b['n_episodes']} episodes)",
-             f"- post: `{p['policy']}` ({p['eval']}, {p['n_episodes']} episodes)", ""]
+             f"- base: `{b['policy'] or 'unknown policy'}` ({b['eval']}, {b['n_episodes']} episodes)",
+             f"- post: `{p['policy'] or 'unknown policy'}` ({p['eval']}, {p['n_episodes']} episodes)", ""]
     for name, s in (("base", b), ("post", p)):
         if s["complete"] is False:
             lines += [f"**The {name} evaluation is incomplete** (interrupted): only its finished episodes are paired.", ""]
