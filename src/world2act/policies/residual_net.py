@@ -42,6 +42,9 @@ class ResidualNetConfig:
         num_layers / num_heads: self-attention module (Table S6: 2 layers, 4 heads).
         mlp_hidden: hidden width of the MLP before g_a.
         gate_init: initial value of the output gate (0 = start exactly at the base policy).
+        max_delta: trust region, normalised action units: the output is
+            ``max_delta · tanh(Δa / max_delta)`` so no action moves further than this from the
+            base (0 = unbounded, the paper's residual).
     """
 
     state_dim: int
@@ -54,6 +57,7 @@ class ResidualNetConfig:
     num_heads: int = 4
     mlp_hidden: int = 128
     gate_init: float = 0.0
+    max_delta: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("state_dim", "action_dim", "chunk_size", "latent_dim", "num_layers", "num_heads", "mlp_hidden"):
@@ -124,4 +128,8 @@ class ResidualNet(nn.Module):
         ], dim=1) + self.token_type  # [B, 3, D]
         h = self.attention(tokens).flatten(1)  # [B, 3D]
         delta = self.action_decoder(self.mlp(h))  # [B, K, A]
-        return delta * self.gate
+        delta = delta * self.gate
+        if self.config.max_delta > 0:
+            m = float(self.config.max_delta)
+            delta = m * torch.tanh(delta / m)
+        return delta

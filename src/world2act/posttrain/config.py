@@ -20,7 +20,38 @@ class PostTrainConfig:
         num_envs: N parallel rollouts per update (all from one task: positives = same env,
             negatives = the other initial states of that task).
         iterations: number of rollout+update rounds.
-        epochs_per_rollout: gradient steps per round of rollouts (1 = strictly on-policy).
+        epochs_per_rollout: passes over the update's batches per round (the current rollouts
+            plus up to ``replay`` earlier rounds); 1 with ``replay=0`` is strictly on-policy.
+        replay: earlier rounds of rollouts kept and trained on again in each update (their Δa
+            is recomputed with the current residual; base chunks, observations and targets
+            are stored).
+        targets: ``imagined`` (the paper: the world model's skill-compositional imagination
+            from the init state's first frame) or ``demo`` (an oracle: the scripted expert is
+            run from the same post-training init state and its own video's latents, the
+            denoiser's x0 at σ = ``demo_sigma``, are the targets). ``demo`` separates "the
+            world model imagines the wrong thing" from "Stage 2 cannot use a right target".
+        demo_sigma: noise level of the x0 prediction for ``targets=demo`` (Stage 1's default).
+        task_mixing: ``single`` (the paper: the N rollouts of an update share one task, so
+            the negatives are other init states of that task) or ``mixed`` (the N rollouts are
+            spread over the run's tasks round-robin: same-task hard negatives beside other-task
+            easy ones).
+        contrast: ``sequence`` (Eq. 1 over chunk-averaged similarities: one InfoNCE term per
+            rollout) or ``chunk`` (one InfoNCE term per rollout chunk: the positive is the
+            same rollout's aligned target chunk, the negatives the other rollouts' targets at
+            that chunk plus, with ``temporal_negatives``, the same rollout's targets at chunks
+            at least 2 away).
+        temporal_negatives: with ``contrast=chunk``, also contrast against the same rollout's
+            other-time targets (teaches pace, not only identity).
+        time_alignment: ``index`` (rollout chunk t ↔ target chunk t) or ``events`` (piecewise
+            linear in time between anchors: the rollout's first gripper closure ↔ the target's
+            grasp — the expert's first closure for ``demo`` targets, the end of the first
+            skill's clips for ``imagined`` ones; after the anchor chunk offsets follow).
+        fa_input: ``executed`` (f_a sees exactly the action the simulator runs: base + Δa
+            un-normalised, clipped to the action box, normalised again) or ``clamped`` (the old
+            behaviour: base + Δa clamped to ±3 normalised units).
+        max_delta: trust region on the residual, normalised action units: Δa = m·tanh(Δa/m)
+            (0 = unbounded). Stored in the policy so evaluation applies the same bound.
+        gate_init: initial value of the residual's output gate (0 = start at the base exactly).
         lr / weight_decay / grad_clip: AdamW on the residual only.
         tau / bidirectional: Eq. 1 temperature and direction.
         delta_l2: optional Δa² penalty (0 = the paper's objective).
@@ -29,7 +60,8 @@ class PostTrainConfig:
         max_chunks: cap on chunks per rollout (default: the imagined length, bounded by the
             suite's step budget).
         workers: simulator worker processes.
-        camera: the image the residual's visual encoder reads.
+        camera: the image the residual's visual encoder reads ("" = the base policy's first
+            camera: agentview on LIBERO, corner2 on Meta-World).
         checkpoint_every: save a resumable checkpoint every this many iterations.
         seed: RNG seed (residual init, sampling, choice of initial states per round).
     """
@@ -43,6 +75,16 @@ class PostTrainConfig:
     num_envs: int = 4
     iterations: int = 20
     epochs_per_rollout: int = 1
+    replay: int = 0
+    targets: str = "imagined"
+    demo_sigma: float = 0.1
+    task_mixing: str = "single"
+    contrast: str = "sequence"
+    temporal_negatives: bool = True
+    time_alignment: str = "index"
+    fa_input: str = "clamped"
+    max_delta: float = 0.0
+    gate_init: float = 0.0
     lr: float = 3e-4
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
@@ -52,7 +94,7 @@ class PostTrainConfig:
     imagine_steps: int = 10
     max_chunks: int = 0
     workers: int = 2
-    camera: str = "agentview"
+    camera: str = ""
     checkpoint_every: int = 5
     seed: int = 0
 
@@ -65,5 +107,13 @@ class PostTrainConfig:
         for name in ("iterations", "epochs_per_rollout", "imagine_steps", "workers", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
+        choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
+                   "contrast": ("sequence", "chunk"), "time_alignment": ("index", "events"),
+                   "fa_input": ("executed", "clamped")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise World2ActError(f"post-train: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.replay < 0 or self.max_delta < 0 or self.demo_sigma <= 0:
+            raise World2ActError("post-train: replay and max_delta must be ≥ 0 and demo_sigma > 0")
         if not (self.tau > 0 and self.lr > 0):
             raise World2ActError("post-train: tau and lr must be positive")

@@ -50,6 +50,8 @@ def load_components(cfg: PostTrainConfig, device: str = "cpu"):
     from world2act.worldmodel import WorldModel
 
     base = load_policy(cfg.policy, device=device)
+    if not cfg.camera:
+        cfg.camera = str(base.cameras[0])
     bundle = AlignmentBundle.load(cfg.align)
     wm = WorldModel.load(cfg.wm, device=device)
     check_compatible(base, wm, bundle, cfg)
@@ -111,7 +113,134 @@ def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, st
     z = action_latents(wm, latents, len(prompts))  # [T, C, h, w]
     with torch.no_grad():
         targets = bundle.f_v(z[None].float())[0]  # [T, D]
-    return {"targets": targets, "video": video, "prompts": prompts}
+    return {"targets": targets, "video": video, "prompts": prompts, "anchor": skill_anchor(wm, prompts)}
+
+
+def skill_anchor(wm, prompts: list[str]) -> int | None:
+    """Chunk index where the imagined trajectory's second skill starts (the grasp is done:
+    the first skill's clips end at its gripper-closure event, Sec. 3.1), or None for one skill."""
+    from world2act.worldmodel.alignment import num_latent_frames
+
+    n = num_latent_frames(wm.config.num_frames) - 1
+    for k, p in enumerate(prompts):
+        if p != prompts[0]:
+            return k * n
+    return None
+
+
+def demo_targets(wm, bundle, env, seed: int, *, sigma: float, chunk_size: int) -> dict:
+    """Oracle Stage-2 targets: run the scripted expert from ``env.reset(seed=seed)`` and embed
+    its own video's world-model latents (the denoiser's x0 at ``sigma``, as Stage 1 sees real
+    video) with f_v, on the episode grid (windows of ``(num_frames-1)·stride`` steps from step 0).
+
+    Args:
+        env: a :class:`~world2act.envs.base.ManipulationEnv` of the task (rendering the WM's cameras).
+        chunk_size: K, control steps per latent frame.
+
+    Returns:
+        dict with ``targets`` ``[T, D]``, ``expert_chunks`` ``[T, K, A]`` (normalised units),
+        ``anchor`` (chunk of the expert's first gripper closure, or None), ``success``,
+        ``steps``, ``video`` uint8 ``[F, H, W, 3]`` (the frames fed to the WM).
+
+    Raises:
+        World2ActError: no scripted expert for the task, or the expert's episode is shorter
+            than one chunk.
+    """
+    from world2act.data import stitch_views
+    from world2act.experts import make_expert
+    from world2act.skills.contacts import detect_events, params_for
+
+    wc = wm.config
+    stride, n_frames = int(wc.frame_stride), int(wc.num_frames)
+    env.reset(seed=seed)
+    expert = make_expert(env, seed=seed)
+    expert.reset()
+
+    def frame():
+        views = env.render(tuple(wc.cameras), tuple(wc.image_size))
+        return stitch_views(views, tuple(wc.cameras), wc.layout)
+
+    frames, actions, widths, success = [], [], [], False
+    for step in range(env.max_steps):
+        if step % stride == 0:
+            frames.append(frame())
+        widths.append(env.gripper_width())
+        a = np.asarray(expert.act(), dtype=np.float32)
+        actions.append(a)
+        env.step(a)
+        if env.is_success():
+            success = True
+            break
+    L = len(actions)
+    if L % stride == 0:
+        frames.append(frame())
+    frames_np, acts = np.stack(frames), np.stack(actions)
+    if L < chunk_size:
+        raise World2ActError(f"demo targets: the expert's episode from seed {seed} has {L} steps, less than one chunk ({chunk_size})")
+    events = detect_events(np.asarray(widths, dtype=np.float64), params_for(env.benchmark)).events
+    closes = [e.start for e in events if e.kind == "close"]
+    prompts_all = decompose_instruction(env.instruction)
+    span = (n_frames - 1) * stride
+    videos, prompts, n_valid = [], [], []
+    for w in range(0, L, span):
+        nv = min(n_frames // 4, (L - w) // chunk_size, (len(frames_np) - 1) * stride // chunk_size - w // chunk_size)
+        if nv < 1:
+            break
+        rows = np.minimum(w // stride + np.arange(n_frames), len(frames_np) - 1)
+        videos.append(frames_np[rows])
+        prompts.append(prompts_all[min(sum(c < w for c in closes), len(prompts_all) - 1)])
+        n_valid.append(nv)
+    with torch.no_grad():
+        z = wm.denoised_latents(np.stack(videos), prompts, sigma, seed=seed)  # [M, T', C, h, w]
+        lat = torch.cat([z[m, 1:1 + nv] for m, nv in enumerate(n_valid)]).float()
+        targets = bundle.f_v(lat[None])[0]
+    T = targets.shape[0]
+    chunks = torch.from_numpy(acts[:T * chunk_size].reshape(T, chunk_size, -1))
+    return {"targets": targets, "expert_chunks": torch.as_tensor(bundle.normalize_actions(chunks), dtype=torch.float32),
+            "anchor": (closes[0] // chunk_size) if closes else None, "success": success, "steps": L,
+            "video": frames_np}
+
+
+def align_indices(T_roll: int, T_tgt: int, roll_anchor: int | None, tgt_anchor: int | None,
+                  mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which target chunk each rollout chunk is paired with.
+
+    ``index``: chunk t ↔ target chunk t. ``events``: piecewise linear in time through the
+    anchors (the rollout's first gripper closure ↔ the target's grasp): chunks up to the
+    rollout's anchor are stretched onto the target's approach, later chunks keep their offset
+    from the anchor. Without both anchors, ``events`` falls back to ``index``.
+
+    Returns:
+        (indices ``[T_roll]`` int, ok ``[T_roll]`` bool: an aligned target chunk exists).
+    """
+    t = np.arange(T_roll)
+    if mode == "events" and roll_anchor is not None and tgt_anchor is not None:
+        pre = np.rint(t * (tgt_anchor / max(roll_anchor, 1))).astype(int)
+        idx = np.where(t <= roll_anchor, pre, tgt_anchor + (t - roll_anchor))
+    elif mode in ("index", "events"):
+        idx = t
+    else:
+        raise ValueError(f"time alignment must be 'index' or 'events', got {mode!r}")
+    ok = idx < T_tgt
+    return np.minimum(idx, T_tgt - 1), ok
+
+
+def closure_anchor(widths: np.ndarray, valid: np.ndarray, benchmark: str) -> int | None:
+    """The rollout's anchor chunk: the chunk during which the gripper first closed.
+
+    Args:
+        widths: ``[T]`` gripper width at each chunk start (dataset units); valid: ``[T]`` bool.
+
+    Returns:
+        t − 1 for the first chunk start t whose closure signal exceeds the benchmark's contact
+        threshold (the closure happened while chunk t − 1 ran), or None if it never closes.
+    """
+    from world2act.skills.contacts import closure_signal, params_for
+
+    p = params_for(benchmark)
+    c = closure_signal(np.asarray(widths, dtype=np.float64), p.w_open)
+    hits = np.flatnonzero((c > p.tau) & np.asarray(valid, dtype=bool))
+    return int(max(hits[0] - 1, 0)) if hits.size else None
 
 
 def action_latents(wm, latents: torch.Tensor, num_clips: int) -> torch.Tensor:
@@ -153,21 +282,23 @@ def image_tensor(obs: dict, camera: str) -> torch.Tensor:
 def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) -> dict:
     """Run ``n_chunks`` chunks of base + residual in every env of ``venv`` (open loop inside a chunk).
 
-    Returns numpy arrays: ``images`` ``[N, T, 3, H, W]`` float, ``states`` ``[N, T, S]``,
-    ``base_chunks`` ``[N, T, K, A]`` (normalised), ``valid`` ``[N, T]``, ``success`` ``[N]``
-    (recorded for the curves only, never used by the loss), ``errors``.
+    Returns tensors ``images`` ``[N, T, 3, H, W]`` float, ``states`` ``[N, T, S]``,
+    ``base_chunks`` ``[N, T, K, A]`` (normalised), ``valid`` ``[N, T]``; numpy ``widths``
+    ``[N, T]`` (gripper width at each chunk start), ``success`` ``[N]`` (recorded for the
+    curves only, never used by the loss); ``errors``.
     """
     obs_list = venv.observe(cameras=cameras)
     N = len(obs_list)
     alive = np.ones(N, dtype=bool)
     success = np.zeros(N, dtype=bool)
-    imgs, states, bases, valid = [], [], [], []
+    imgs, states, bases, valid, widths = [], [], [], [], []
     errors: list[str] = []
     for _ in range(n_chunks):
         obs = batch_obs(obs_list)
         base_norm, delta = policy.chunk_parts(obs)  # [N, K, A] each, normalised units
         imgs.append(image_tensor(obs, camera))
         states.append(torch.as_tensor(np.asarray(obs["observation.state"]), dtype=torch.float32))
+        widths.append(np.asarray(obs.get("observation.gripper_width", np.full(N, np.nan)), dtype=np.float64).reshape(N))
         bases.append(base_norm)
         valid.append(torch.from_numpy(alive.copy()))
         actions = policy.to_env_actions(base_norm + delta).cpu().numpy()
@@ -182,7 +313,7 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) 
                 obs_list[i] = r["obs"]
     return {
         "images": torch.stack(imgs, 1), "states": torch.stack(states, 1), "base_chunks": torch.stack(bases, 1),
-        "valid": torch.stack(valid, 1), "success": success, "errors": errors,
+        "valid": torch.stack(valid, 1), "success": success, "errors": errors, "widths": np.stack(widths, 1),
     }
 
 
@@ -192,8 +323,9 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
 
     Returns the final metrics dict. Raises :class:`World2ActError` on bad components.
     """
-    from world2act.data import stitch_views
-    from world2act.envs import make_env, resolve_tasks
+    from collections import deque
+
+    from world2act.envs import resolve_tasks
     from world2act.envs.parallel import VectorEnv
     from world2act.policies.residual import ResidualPolicy
 
@@ -203,38 +335,17 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     rng = seed_everything(cfg.seed)
     task_ids = resolve_tasks(cfg.benchmark, ",".join(cfg.tasks))
     base, wm, bundle = load_components(cfg, device)
-    policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align)
+    if cfg.targets == "demo":
+        check_expert(cfg.benchmark, task_ids)
+    policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align,
+                                   gate_init=cfg.gate_init, max_delta=cfg.max_delta)
     cameras = tuple(dict.fromkeys(list(base.cameras) + list(wm.config.cameras)))
     size = tuple(base.image_size)
+    K = int(base.chunk_size)
 
-    # ---- 2. imagined trajectories (cached; resumable)
-    imag_dir = out / "imagined"
-    imag_dir.mkdir(exist_ok=True)
-    targets: dict[tuple, torch.Tensor] = {}
-    pool: dict = {}
-    for task in task_ids:
-        seeds = posttrain_seeds(cfg.benchmark, task, cfg.init_states_per_task)
-        pool[task] = seeds
-        todo = [s for s in seeds if not (imag_dir / f"{task}_{s}.safetensors").is_file()]
-        if todo:
-            env = make_env(cfg.benchmark, task, camera_size=size, cameras=cameras)
-            try:
-                for s in tqdm(todo, desc=f"imagine task {task}", leave=False):
-                    env.reset(seed=s)
-                    frames = env.render(tuple(wm.config.cameras), tuple(wm.config.image_size))
-                    first = stitch_views(frames, tuple(wm.config.cameras), wm.config.layout)
-                    res = imagine_targets(wm, bundle, first, env.instruction, steps=cfg.imagine_steps, seed=s)
-                    with atomic_path(imag_dir / f"{task}_{s}.safetensors") as tmp:
-                        save_file({"targets": res["targets"].contiguous()}, str(tmp),
-                                  metadata={"prompts": json.dumps(res["prompts"]), "instruction": env.instruction})
-                    if s == seeds[0]:
-                        from world2act.data import write_video
-
-                        write_video(imag_dir / f"{task}_{s}.mp4", res["video"], fps=max(1, int(round(wm.config.fps))))
-            finally:
-                env.close()
-        for s in seeds:
-            targets[(task, s)] = load_file(str(imag_dir / f"{task}_{s}.safetensors"))["targets"]
+    # ---- 2. target trajectories (cached; resumable)
+    pool = {task: posttrain_seeds(cfg.benchmark, task, cfg.init_states_per_task) for task in task_ids}
+    targets = build_targets(cfg, wm, bundle, pool, out, size=size, cameras=cameras, chunk_size=K)
 
     # ---- 3. the loop
     params = [p for p in policy.residual.parameters() if p.requires_grad]
@@ -246,20 +357,25 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
         log.info("resuming post-training at iteration %d", start_it)
     elif (out / CURVES).exists():
         (out / CURVES).unlink()
-    budget_chunks = max(1, base_max_steps(cfg.benchmark, task_ids[0]) // base.chunk_size)
+    budget_chunks = max(1, base_max_steps(cfg.benchmark, task_ids[0]) // K)
+    action_space = executed_action_space(bundle) if cfg.fa_input == "executed" else None
+    replay: deque = deque(maxlen=cfg.replay) if cfg.replay else deque(maxlen=1)
     venv = None
     bar = tqdm(range(start_it, cfg.iterations), desc="post-train", initial=start_it, total=cfg.iterations)
     try:
         for it in bar:
-            task = task_ids[it % len(task_ids)]
-            chosen = sorted(rng.choice(pool[task], size=cfg.num_envs, replace=False).tolist())
-            tgt = [targets[(task, s)] for s in chosen]
-            T = min(min(t.shape[0] for t in tgt), budget_chunks, cfg.max_chunks or 10**9)
+            slots = slot_tasks(task_ids, it, cfg.num_envs, cfg.task_mixing)
+            chosen = choose_init_states(rng, pool, slots)
+            tgt = [targets[(t, s)] for t, s in zip(slots, chosen)]
+            T_tgt = [int(t["targets"].shape[0]) for t in tgt]
+            if cfg.time_alignment == "events":  # a slower rollout may need more chunks than its target
+                T = min(int(np.ceil(1.5 * max(T_tgt))), budget_chunks, cfg.max_chunks or 10**9)
+            else:
+                T = min(min(T_tgt), budget_chunks, cfg.max_chunks or 10**9)
             if venv is None:  # one set of workers for the whole run; a task switch rebuilds only the simulators
-                venv = VectorEnv(cfg.benchmark, [task] * cfg.num_envs, workers=cfg.workers,
-                                 camera_size=size, cameras=cameras)
-            elif venv.task_ids[0] != task:
-                venv.set_tasks([task] * cfg.num_envs)
+                venv = VectorEnv(cfg.benchmark, slots, workers=cfg.workers, camera_size=size, cameras=cameras)
+            elif list(venv.task_ids) != list(slots):
+                venv.set_tasks(slots)
             venv.reset([dict(seed=s) for s in chosen])
             policy.reset()
             policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
@@ -267,27 +383,36 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                 ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras))
             if it == start_it and not policy.state_norm_fitted:
                 policy.fit_state_norm(ro["states"][ro["valid"]])
-            batch = RolloutBatch(images=ro["images"], states=ro["states"], base_chunks=ro["base_chunks"],
-                                 targets=torch.stack([t[:T] for t in tgt]), valid=ro["valid"])
-            keep = batch.valid[:, 0]
+            batch = aligned_batch(ro, tgt, slots, task_ids, cfg, T)
+            keep = batch.valid.any(1) & ro["valid"][:, 0]
             if int(keep.sum()) < 2:
                 log.warning("iteration %d: fewer than 2 rollouts without errors (%s); skipped", it, ro["errors"])
                 continue
-            batch = RolloutBatch(*(getattr(batch, f)[keep] for f in ("images", "states", "base_chunks", "targets", "valid")))
+            batch = batch.select(keep)
+            replay.appendleft(batch)
+            batches = list(replay) if cfg.replay else [batch]
             policy.residual.train()
+            m = None
             for _ in range(cfg.epochs_per_rollout):
-                loss, m = stage2_step(policy.residual, bundle.f_a, batch, policy.state_norm(), tau=cfg.tau,
-                                      bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2)
-                opt.zero_grad()
-                loss.backward()
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                for b in batches:
+                    loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
+                                           bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
+                                           contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
+                                           action_space=action_space)
+                    m = m or mb  # metrics of the fresh rollouts before this round's updates
+                    opt.zero_grad()
+                    loss.backward()
+                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    opt.step()
             policy.residual.eval()
-            rec = {"iteration": it, "task": str(task), **m, "grad_norm": float(gn), "chunks": T,
-                   "rollout_success_rate": float(ro["success"][keep.numpy()].mean()), "errors": len(ro["errors"])}
+            rec = {"iteration": it, "task": ",".join(dict.fromkeys(str(t) for t in slots)), **m,
+                   "grad_norm": float(gn), "chunks": T, "optimizer_steps": cfg.epochs_per_rollout * len(batches),
+                   "rollout_success_rate": float(ro["success"][keep.numpy()].mean()), "errors": len(ro["errors"]),
+                   "aligned_chunks": float(batch.valid.float().sum(1).mean())}
             with open(out / CURVES, "a") as f:
                 f.write(json.dumps(rec) + "\n")
-            bar.set_postfix(loss=f"{m['loss']:.3f}", pos=f"{m['pos_cos']:.3f}", neg=f"{m['neg_cos']:.3f}")
+            bar.set_postfix(loss=f"{m['loss']:.3f}", pos=f"{m['pos_cos']:.3f}", neg=f"{m['neg_cos']:.3f}",
+                            d=f"{m['delta_abs']:.3f}")
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:
                 policy.save_training_state(ckpt, opt, it + 1)
     finally:
@@ -299,12 +424,136 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     policy.save(out / "policy", base_source=cfg.policy)
     plot_curves(curves, out / "curves.png")
     metrics = summarize_curves(curves)
-    metrics["imagined_target_cos"] = {str(t): imagined_target_similarity([targets[(t, s)] for s in pool[t]])
+    metrics["targets"] = cfg.targets
+    metrics["imagined_target_cos"] = {str(t): imagined_target_similarity([targets[(t, s)]["targets"] for s in pool[t]])
                                       for t in task_ids}
+    metrics["wall_s"] = time.time() - started
     write_json(out / "metrics.json", metrics)
     write_manifest(out, stage="post-train", config=cfg, inputs={"policy": cfg.policy, "wm": cfg.wm, "align": cfg.align},
                    metrics=metrics, started=started)
     return metrics
+
+
+def check_expert(benchmark: str, task_ids: list) -> None:
+    """``targets=demo`` needs a scripted expert for every task; raise before any simulator starts.
+
+    Raises:
+        World2ActError: names the tasks without an expert.
+    """
+    from world2act.experts import supported_tasks
+
+    ok = {str(t) for t in supported_tasks(benchmark)}
+    missing = [t for t in task_ids if str(t) not in ok]
+    if missing:
+        raise World2ActError(f"post-train: targets=demo needs a scripted expert, and {benchmark} tasks {missing} have none "
+                             f"(supported: {sorted(ok)[:12]}); use targets=imagined")
+
+
+def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, size, cameras, chunk_size: int) -> dict:
+    """Target trajectory of every (task, init-state seed), computed once and cached on disk.
+
+    ``targets=imagined``: the world model's imagination (:func:`imagine_targets`), cached in
+    ``out/imagined/``; ``targets=demo``: the scripted expert's own video (:func:`demo_targets`),
+    cached in ``out/demo_targets/``.
+
+    Returns:
+        ``{(task, seed): {"targets": [T, D], "anchor": int | None, "expert_chunks": [T, K, A] | None}}``.
+    """
+    from world2act.data import stitch_views, write_video
+    from world2act.envs import make_env
+
+    folder = out / ("imagined" if cfg.targets == "imagined" else "demo_targets")
+    folder.mkdir(exist_ok=True)
+    result: dict = {}
+    for task, seeds in pool.items():
+        todo = [s for s in seeds if not (folder / f"{task}_{s}.safetensors").is_file()]
+        if todo:
+            env = make_env(cfg.benchmark, task, camera_size=size, cameras=cameras)
+            try:
+                for s in tqdm(todo, desc=f"{folder.name} task {task}", leave=False):
+                    if cfg.targets == "imagined":
+                        env.reset(seed=s)
+                        frames = env.render(tuple(wm.config.cameras), tuple(wm.config.image_size))
+                        first = stitch_views(frames, tuple(wm.config.cameras), wm.config.layout)
+                        res = imagine_targets(wm, bundle, first, env.instruction, steps=cfg.imagine_steps, seed=s)
+                        tensors = {"targets": res["targets"].contiguous()}
+                        meta = {"prompts": json.dumps(res["prompts"]), "instruction": env.instruction}
+                    else:
+                        res = demo_targets(wm, bundle, env, s, sigma=cfg.demo_sigma, chunk_size=chunk_size)
+                        tensors = {"targets": res["targets"].contiguous(), "expert_chunks": res["expert_chunks"].contiguous()}
+                        meta = {"instruction": env.instruction, "success": str(res["success"]), "steps": str(res["steps"])}
+                    meta["anchor"] = json.dumps(res["anchor"])
+                    with atomic_path(folder / f"{task}_{s}.safetensors") as tmp:
+                        save_file(tensors, str(tmp), metadata=meta)
+                    if s == seeds[0]:
+                        write_video(folder / f"{task}_{s}.mp4", res["video"], fps=max(1, int(round(wm.config.fps))))
+            finally:
+                env.close()
+        for s in seeds:
+            from safetensors import safe_open
+
+            path = str(folder / f"{task}_{s}.safetensors")
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            t = load_file(path)
+            result[(task, s)] = {"targets": t["targets"], "expert_chunks": t.get("expert_chunks"),
+                                 "anchor": json.loads(meta.get("anchor", "null"))}
+    return result
+
+
+def slot_tasks(task_ids: list, iteration: int, num_envs: int, mixing: str) -> list:
+    """The task of each of the ``num_envs`` rollouts of one iteration.
+
+    ``single``: all the same task, cycling through ``task_ids`` by iteration (the paper).
+    ``mixed``: env slot i gets ``task_ids[i % n]`` (every task in every update, fixed slots so
+    no simulator is rebuilt).
+    """
+    if mixing == "single":
+        return [task_ids[iteration % len(task_ids)]] * num_envs
+    if mixing == "mixed":
+        return [task_ids[i % len(task_ids)] for i in range(num_envs)]
+    raise ValueError(f"task_mixing must be 'single' or 'mixed', got {mixing!r}")
+
+
+def choose_init_states(rng: np.random.Generator, pool: dict, slots: list) -> list[int]:
+    """One post-training init-state seed per slot, without repeats within a task."""
+    chosen: list[int] = [0] * len(slots)
+    for task in dict.fromkeys(slots):
+        idx = [i for i, t in enumerate(slots) if t == task]
+        if len(idx) > len(pool[task]):
+            raise World2ActError(f"post-train: {len(idx)} rollouts of task {task} per update but only "
+                                 f"{len(pool[task])} init states (raise init_states_per_task)")
+        for i, s in zip(idx, rng.choice(pool[task], size=len(idx), replace=False).tolist()):
+            chosen[i] = int(s)
+    return chosen
+
+
+def aligned_batch(ro: dict, tgt: list[dict], slots: list, task_ids: list, cfg: PostTrainConfig, T: int) -> RolloutBatch:
+    """Pair each rollout chunk with its target chunk (:func:`align_indices`) into a :class:`RolloutBatch`."""
+    N = len(tgt)
+    D = tgt[0]["targets"].shape[-1]
+    targets = torch.zeros(N, T, D)
+    ok = torch.zeros(N, T, dtype=torch.bool)
+    has_expert = all(t.get("expert_chunks") is not None for t in tgt)
+    expert = torch.zeros(N, T, *ro["base_chunks"].shape[-2:]) if has_expert else None
+    for i, t in enumerate(tgt):
+        anchor = closure_anchor(ro["widths"][i], ro["valid"][i].numpy(), cfg.benchmark) if cfg.time_alignment == "events" else None
+        idx, good = align_indices(T, int(t["targets"].shape[0]), anchor, t.get("anchor"), cfg.time_alignment)
+        targets[i] = t["targets"][idx]
+        ok[i] = torch.from_numpy(good)
+        if has_expert:
+            expert[i] = t["expert_chunks"][idx]
+    groups = torch.tensor([task_ids.index(s) for s in slots])
+    return RolloutBatch(images=ro["images"], states=ro["states"], base_chunks=ro["base_chunks"], targets=targets,
+                        valid=ro["valid"] & ok, groups=groups, expert_chunks=expert)
+
+
+def executed_action_space(bundle):
+    """Normalised chunk → the normalised form of the action the simulator executes (un-normalise,
+    clip to the action box [-1, 1], normalise again); differentiable inside the box."""
+    def space(x: torch.Tensor) -> torch.Tensor:
+        return bundle.normalize_actions(bundle.unnormalize_actions(x).clamp(-1.0, 1.0))
+    return space
 
 
 def imagined_target_similarity(targets: list[torch.Tensor]) -> float:
@@ -347,13 +596,17 @@ def summarize_curves(curves: list[dict]) -> dict:
         return float(np.mean(vals)) if vals else float("nan")
 
     first, last = curves[:w], curves[-w:]
+    keys = ["loss", "pos_cos", "neg_cos", "delta_abs"]
+    keys += [k for k in ("neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert") if k in curves[-1]]
     out = {
         "iterations": len(curves),
-        **{f"{k}_first": mean(k, first) for k in ("loss", "pos_cos", "neg_cos", "delta_abs")},
-        **{f"{k}_last": mean(k, last) for k in ("loss", "pos_cos", "neg_cos", "delta_abs")},
+        "optimizer_steps": int(sum(c.get("optimizer_steps", 1) for c in curves)),
+        **{f"{k}_first": mean(k, first) for k in keys},
+        **{f"{k}_last": mean(k, last) for k in keys},
         "rollout_success_rate_first": mean("rollout_success_rate", first),
         "rollout_success_rate_last": mean("rollout_success_rate", last),
     }
+    out["cos_gap_last"] = out["pos_cos_last"] - out["neg_cos_last"]
     out["warnings"] = diagnose(out)
     return out
 

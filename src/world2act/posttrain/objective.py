@@ -5,10 +5,16 @@ combined chunks ``a_k + Δa_k`` are embedded with the frozen action adapter f_a 
 chunk-wise with the world model's imagined video embeddings ``f_v(z)`` using the Eq. 1
 bidirectional InfoNCE: the same environment is the positive pair, the other initial states
 of the same task are the negatives. No reward and no success signal enters the loss.
+
+Options measured in docs/results.md ("Stage 2 machinery"): a per-chunk InfoNCE with temporal
+negatives (:func:`chunk_infonce`) beside the paper's sequence-level one, f_a fed exactly the
+executed action, and oracle diagnostics (how the corrected chunk moves relative to the
+scripted expert's chunk, when a batch carries one).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +29,11 @@ class RolloutBatch:
         states: ``[N, T, S]`` raw proprioception at each chunk start.
         base_chunks: ``[N, T, K, A]`` the frozen base policy's chunks, normalised action units.
         targets: ``[N, T, D]`` imagined video embeddings f_v(z) for the same chunk indices.
-        valid: ``[N, T]`` bool, False for chunks after an environment error or past the budget.
+        valid: ``[N, T]`` bool, False for chunks after an environment error, past the budget
+            or without an aligned target chunk.
+        groups: ``[N]`` int task index of each rollout (metrics only: same-task negatives), or None.
+        expert_chunks: ``[N, T, K, A]`` the scripted expert's chunks aligned like ``targets``
+            (normalised units; ``targets=demo`` only; diagnostics, never in the loss), or None.
     """
 
     images: torch.Tensor
@@ -31,6 +41,13 @@ class RolloutBatch:
     base_chunks: torch.Tensor
     targets: torch.Tensor
     valid: torch.Tensor
+    groups: torch.Tensor | None = None
+    expert_chunks: torch.Tensor | None = None
+
+    def select(self, keep: torch.Tensor) -> "RolloutBatch":
+        """The rollouts where ``keep`` (``[N]`` bool) is True."""
+        return RolloutBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[keep])
+                               for f in dataclasses.fields(self)})
 
 
 def masked_chunkwise_cosine(video: torch.Tensor, action: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -71,9 +88,47 @@ def stage2_infonce(sim: torch.Tensor, tau: float = 0.07, bidirectional: bool = T
     return 0.5 * (F.cross_entropy(logits, labels) + a2v)
 
 
+def chunk_infonce(video: torch.Tensor, action: torch.Tensor, valid: torch.Tensor, tau: float = 0.07,
+                  bidirectional: bool = True, temporal_negatives: bool = True, min_lag: int = 2) -> torch.Tensor:
+    """Per-chunk InfoNCE: one term per valid rollout chunk instead of one per rollout.
+
+    For anchor (i, t) the positive is (video_i,t, action_i,t); the candidates are the targets
+    of every rollout j at the same chunk t (other init states, and other tasks in a mixed
+    batch) and, with ``temporal_negatives``, the same rollout's targets at chunks t' with
+    |t' − t| ≥ ``min_lag``. Bidirectional as Eq. 1 (the candidate structure is symmetric).
+
+    Args:
+        video: ``[N, T, D]`` target embeddings; action: ``[N, T, D]``; valid: ``[N, T]`` bool.
+
+    Returns:
+        scalar loss (0 when no chunk is valid).
+    """
+    N, T, D = video.shape
+    v = F.normalize(video, dim=-1).reshape(N * T, D)
+    a = F.normalize(action, dim=-1).reshape(N * T, D)
+    ok = valid.reshape(-1)
+    env = torch.arange(N, device=video.device).repeat_interleave(T)
+    t = torch.arange(T, device=video.device).repeat(N)
+    allowed = t[:, None] == t[None, :]
+    if temporal_negatives:
+        allowed = allowed | ((env[:, None] == env[None, :]) & ((t[:, None] - t[None, :]).abs() >= min_lag))
+    allowed = allowed & ok[:, None] & ok[None, :]
+    rows = ok.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return video.sum() * 0.0
+    logits = (a @ v.t()) / tau
+    logits = logits.masked_fill(~allowed, float("-inf"))
+    a2v = F.cross_entropy(logits[rows], rows)
+    if not bidirectional:
+        return a2v
+    return 0.5 * (a2v + F.cross_entropy(logits.t()[rows], rows))
+
+
 def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batch: RolloutBatch,
                 state_norm: tuple[torch.Tensor, torch.Tensor], *, tau: float = 0.07, bidirectional: bool = True,
-                delta_l2: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+                delta_l2: float = 0.0, contrast: str = "sequence", temporal_negatives: bool = True,
+                action_space: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and diagnostics for one Stage-2 update (gradients reach only ``residual``).
 
     Args:
@@ -83,10 +138,20 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         state_norm: (mean ``[S]``, std ``[S]``) for the proprioception.
         tau: InfoNCE temperature (paper: 0.07).
         delta_l2: optional weight of mean Δa² (0 = the paper's pure contrastive objective).
+        contrast: ``sequence`` (Eq. 1 on chunk-averaged similarities) or ``chunk``
+            (:func:`chunk_infonce`).
+        temporal_negatives: passed to :func:`chunk_infonce`.
+        action_space: maps the normalised combined chunk ``[M, K, A]`` to what f_a sees (e.g.
+            the executed action: un-normalise, clip to the action box, normalise); None = clamp
+            to ±3 normalised units.
 
     Returns:
         (loss, metrics) with metrics ``loss``, ``infonce``, ``pos_cos`` (mean positive-pair
-        similarity, the paper's Fig. 5a), ``neg_cos`` and ``delta_abs`` (mean |Δa|).
+        similarity, the paper's Fig. 5a), ``neg_cos`` (all other rollouts),
+        ``neg_cos_same_task`` (when ``batch.groups`` is given), ``delta_abs`` (mean |Δa|) and,
+        when ``batch.expert_chunks`` is given, ``expert_err_base`` / ``expert_err`` (mean
+        |chunk − expert chunk| before / after the correction) and ``toward_expert`` (cosine
+        between Δa and expert − base, per chunk, averaged).
     """
     N, T = batch.valid.shape
     K, A = batch.base_chunks.shape[-2:]
@@ -95,10 +160,15 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
     st = (batch.states.reshape(N * T, -1) - state_norm[0]) / state_norm[1]
     base = batch.base_chunks.reshape(N * T, K, A)
     delta = residual(img, st, base)  # [N*T, K, A]
-    combined = (base + delta).clamp(-3.0, 3.0)
+    combined = action_space(base + delta) if action_space is not None else (base + delta).clamp(-3.0, 3.0)
     emb = action_adapter(combined).reshape(N, T, -1)
     sim = masked_chunkwise_cosine(batch.targets, emb, batch.valid)
-    infonce = stage2_infonce(sim, tau, bidirectional)
+    if contrast == "chunk":
+        infonce = chunk_infonce(batch.targets, emb, batch.valid, tau, bidirectional, temporal_negatives)
+    elif contrast == "sequence":
+        infonce = stage2_infonce(sim, tau, bidirectional)
+    else:
+        raise ValueError(f"contrast must be 'sequence' or 'chunk', got {contrast!r}")
     loss = infonce
     if delta_l2 > 0:
         loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
@@ -111,4 +181,14 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
             "neg_cos": float(sim[~eye].mean()) if N > 1 else float("nan"),
             "delta_abs": float(delta[flat_valid].abs().mean()) if flat_valid.any() else 0.0,
         }
+        if batch.groups is not None:
+            same = (batch.groups[:, None] == batch.groups[None, :]) & ~eye
+            metrics["neg_cos_same_task"] = float(sim[same].mean()) if same.any() else float("nan")
+        if batch.expert_chunks is not None and flat_valid.any():
+            exp = batch.expert_chunks.reshape(N * T, K, A)[flat_valid]
+            b = (action_space(base) if action_space is not None else base)[flat_valid]
+            c, d = combined.detach()[flat_valid], delta.detach()[flat_valid]
+            metrics["expert_err_base"] = float((b - exp).abs().mean())
+            metrics["expert_err"] = float((c - exp).abs().mean())
+            metrics["toward_expert"] = float(F.cosine_similarity(d.flatten(1), (exp - b).flatten(1), dim=1).mean())
     return loss, metrics

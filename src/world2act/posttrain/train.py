@@ -24,6 +24,9 @@ def add_arguments(p) -> None:
     p.add_argument("--num-envs", type=int, help="parallel rollouts per update (N ≥ 2)")
     p.add_argument("--init-states", type=int, help="imagined trajectories per task")
     p.add_argument("--workers", type=int, help="simulator worker processes")
+    p.add_argument("--targets", choices=["imagined", "demo"],
+                   help="Stage-2 targets: the world model's imagination (default, the paper) or the scripted "
+                        "expert's own video from the same init state (an oracle)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
@@ -38,6 +41,7 @@ def main(args) -> int:
     cfg = load_config(PostTrainConfig, args.config, args.overrides, policy=args.policy, wm=args.wm, align=args.align,
                       benchmark=args.benchmark, tasks=args.tasks, iterations=args.iterations,
                       num_envs=args.num_envs, init_states_per_task=args.init_states, workers=args.workers,
+                      targets=args.targets,
                       seed=args.seed)
     for name in ("policy", "wm", "align"):
         if not getattr(cfg, name):

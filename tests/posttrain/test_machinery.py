@@ -1,0 +1,127 @@
+"""Stage 2 machinery options (issue 15): per-chunk InfoNCE, time alignment, task mixing,
+executed-action f_a input, trust region and oracle diagnostics, on synthetic tensors."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from world2act import World2ActError
+from world2act.policies.residual_net import ResidualNet, ResidualNetConfig
+from world2act.posttrain.config import PostTrainConfig
+from world2act.posttrain.loop import (align_indices, choose_init_states, closure_anchor, slot_tasks)
+from world2act.posttrain.objective import RolloutBatch, chunk_infonce, stage2_step
+
+torch.set_num_threads(1)
+K, A, D, S = 4, 3, 8, 5
+
+
+def test_chunk_infonce_low_when_each_chunk_matches_and_high_when_shuffled():
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(4, 5, D, generator=g)
+    valid = torch.ones(4, 5, dtype=torch.bool)
+    matched = chunk_infonce(v, v, valid, tau=0.1)
+    shuffled = chunk_infonce(v, v[torch.tensor([1, 2, 3, 0])], valid, tau=0.1)
+    assert matched.item() < 0.5 < shuffled.item()
+    # temporal negatives: swapping two chunks of one rollout is only caught with them
+    a = v.clone()
+    a[0, [0, 3]] = v[0, [3, 0]]
+    with_t = chunk_infonce(v, a, valid, tau=0.1, temporal_negatives=True)
+    without = chunk_infonce(v, a, valid, tau=0.1, temporal_negatives=False)
+    assert with_t.item() > without.item()
+
+
+def test_chunk_infonce_ignores_invalid_chunks():
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(3, 4, D, generator=g)
+    a = v.clone()
+    a[2, 3] = torch.randn(D, generator=g) * 10  # garbage, but masked out
+    valid = torch.ones(3, 4, dtype=torch.bool)
+    valid[2, 3] = False
+    assert chunk_infonce(v, a, valid, tau=0.1).item() == pytest.approx(chunk_infonce(v, v, valid, tau=0.1).item(), abs=1e-6)
+    assert chunk_infonce(v, a, torch.zeros(3, 4, dtype=torch.bool)).item() == 0.0
+
+
+def test_align_indices_index_and_events():
+    idx, ok = align_indices(6, 4, None, None, "index")
+    assert idx.tolist() == [0, 1, 2, 3, 3, 3] and ok.tolist() == [True] * 4 + [False] * 2
+    # rollout grasps at chunk 4, target at chunk 2: approach compressed, then offsets follow
+    idx, ok = align_indices(7, 5, 4, 2, "events")
+    assert idx.tolist() == [0, 0, 1, 2, 2, 3, 4] and ok.all()
+    idx, ok = align_indices(7, 4, 1, 2, "events")  # a faster rollout: stretched, then runs past the target
+    assert idx.tolist() == [0, 2, 3, 3, 3, 3, 3] and ok.tolist() == [True, True, True, False, False, False, False]
+    idx, _ = align_indices(3, 5, None, 2, "events")  # rollout never grasped: index pairing
+    assert idx.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError):
+        align_indices(3, 3, None, None, "dtw")
+
+
+def test_closure_anchor_from_chunk_start_widths():
+    w = np.array([1.0, 1.0, 0.98, 0.5, 0.45, 0.9])  # Meta-World normalised gap, closed at chunk start 3
+    assert closure_anchor(w, np.ones(6, bool), "metaworld") == 2
+    assert closure_anchor(np.ones(4), np.ones(4, bool), "metaworld") is None
+    assert closure_anchor(np.array([0.08, 0.08, 0.01]), np.array([True, True, False]), "libero_object") is None
+
+
+def test_slot_tasks_and_init_state_choice():
+    assert slot_tasks(["a", "b"], 3, 4, "single") == ["b"] * 4
+    assert slot_tasks(["a", "b", "c"], 3, 4, "mixed") == ["a", "b", "c", "a"]
+    rng = np.random.default_rng(0)
+    pool = {"a": [1, 2, 3], "b": [7, 8]}
+    chosen = choose_init_states(rng, pool, ["a", "b", "a", "b"])
+    assert chosen[0] != chosen[2] and set(chosen[::2]) <= {1, 2, 3} and sorted(chosen[1::2]) == [7, 8]
+    with pytest.raises(World2ActError, match="init states"):
+        choose_init_states(rng, pool, ["b", "b", "b"])
+
+
+def test_config_rejects_unknown_choices():
+    with pytest.raises(World2ActError, match="targets"):
+        PostTrainConfig(targets="dream")
+    with pytest.raises(World2ActError, match="time_alignment"):
+        PostTrainConfig(time_alignment="dtw")
+    assert PostTrainConfig(targets="demo", contrast="chunk", replay=2).replay == 2
+
+
+def _net(gate_init=0.5, max_delta=0.0):
+    f_a = nn.Sequential(nn.Flatten(-2), nn.Linear(K * A, D))
+    g_a = nn.Sequential(nn.Linear(D, K * A), nn.Unflatten(-1, (K, A)))
+    cfg = ResidualNetConfig(state_dim=S, action_dim=A, chunk_size=K, latent_dim=D, image_size=(40, 40), num_heads=2,
+                            gate_init=gate_init, max_delta=max_delta)
+    return ResidualNet(cfg, f_a, g_a), f_a
+
+
+def test_trust_region_bounds_the_correction():
+    torch.manual_seed(0)
+    net, _ = _net(gate_init=50.0, max_delta=0.2)
+    out = net(torch.rand(3, 3, 40, 40), torch.randn(3, S), torch.randn(3, K, A))
+    assert out.abs().max() <= 0.2 and out.abs().max() > 0.1
+
+
+def _batch(N=4, T=3, seed=0, expert=True):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(N, T, K, A, generator=g)
+    return RolloutBatch(images=torch.rand(N, T, 3, 40, 40, generator=g), states=torch.randn(N, T, S, generator=g),
+                        base_chunks=base, targets=torch.randn(N, T, D, generator=g), valid=torch.ones(N, T, dtype=torch.bool),
+                        groups=torch.tensor([0, 0, 1, 1]),
+                        expert_chunks=base + torch.randn(N, T, K, A, generator=g) if expert else None)
+
+
+def test_executed_action_space_and_oracle_metrics():
+    net, f_a = _net(gate_init=0.5)
+    seen = []
+
+    def space(x):
+        seen.append(x.detach().clone())
+        return x.clamp(-1.0, 1.0)
+
+    loss, m = stage2_step(net, f_a, _batch(), (torch.zeros(S), torch.ones(S)), contrast="chunk", action_space=space)
+    loss.backward()
+    assert len(seen) >= 1 and seen[0].shape == (12, K, A)
+    assert {"neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert"} <= set(m)
+    assert -1.0 <= m["toward_expert"] <= 1.0 and m["expert_err_base"] > 0
+    _, m2 = stage2_step(net, f_a, _batch(expert=False), (torch.zeros(S), torch.ones(S)))
+    assert "expert_err" not in m2
+
+
+def test_batch_select_keeps_optional_fields():
+    b = _batch().select(torch.tensor([True, False, True, True]))
+    assert b.targets.shape[0] == 3 and b.groups.tolist() == [0, 1, 1] and b.expert_chunks.shape[0] == 3
