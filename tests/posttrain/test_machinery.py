@@ -116,7 +116,8 @@ def test_executed_action_space_and_oracle_metrics():
     loss, m = stage2_step(net, f_a, _batch(), (torch.zeros(S), torch.ones(S)), contrast="chunk", action_space=space)
     loss.backward()
     assert len(seen) >= 1 and seen[0].shape == (12, K, A)
-    assert {"neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert"} <= set(m)
+    assert {"neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert", "grad_toward_expert"} <= set(m)
+    assert -1.0 <= m["grad_toward_expert"] <= 1.0
     assert -1.0 <= m["toward_expert"] <= 1.0 and m["expert_err_base"] > 0
     _, m2 = stage2_step(net, f_a, _batch(expert=False), (torch.zeros(S), torch.ones(S)))
     assert "expert_err" not in m2
@@ -125,3 +126,14 @@ def test_executed_action_space_and_oracle_metrics():
 def test_batch_select_keeps_optional_fields():
     b = _batch().select(torch.tensor([True, False, True, True]))
     assert b.targets.shape[0] == 3 and b.groups.tolist() == [0, 1, 1] and b.expert_chunks.shape[0] == 3
+
+
+def test_grad_toward_expert_is_positive_when_targets_encode_the_expert():
+    """If the targets are f_a of the expert's chunks, descending the loss moves chunks toward the expert."""
+    torch.manual_seed(0)
+    net, f_a = _net(gate_init=0.0)
+    b = _batch(N=4, T=3, seed=3)
+    with torch.no_grad():
+        b.targets = f_a(b.expert_chunks.reshape(-1, K, A)).reshape(4, 3, D)
+    _, m = stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="chunk", tau=0.1)
+    assert m["grad_toward_expert"] > 0.1

@@ -597,7 +597,8 @@ def summarize_curves(curves: list[dict]) -> dict:
 
     first, last = curves[:w], curves[-w:]
     keys = ["loss", "pos_cos", "neg_cos", "delta_abs"]
-    keys += [k for k in ("neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert") if k in curves[-1]]
+    keys += [k for k in ("neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert",
+                                   "grad_toward_expert") if k in curves[-1]]
     out = {
         "iterations": len(curves),
         "optimizer_steps": int(sum(c.get("optimizer_steps", 1) for c in curves)),

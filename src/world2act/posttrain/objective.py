@@ -150,8 +150,10 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         similarity, the paper's Fig. 5a), ``neg_cos`` (all other rollouts),
         ``neg_cos_same_task`` (when ``batch.groups`` is given), ``delta_abs`` (mean |Δa|) and,
         when ``batch.expert_chunks`` is given, ``expert_err_base`` / ``expert_err`` (mean
-        |chunk − expert chunk| before / after the correction) and ``toward_expert`` (cosine
-        between Δa and expert − base, per chunk, averaged).
+        |chunk − expert chunk| before / after the correction), ``toward_expert`` (cosine
+        between Δa and expert − base, per chunk, averaged) and ``grad_toward_expert`` (cosine
+        between the loss's descent direction on the executed chunk and expert − chunk: does
+        the objective point at the expert at all, whatever the residual can represent).
     """
     N, T = batch.valid.shape
     K, A = batch.base_chunks.shape[-2:]
@@ -184,8 +186,16 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         if batch.groups is not None:
             same = (batch.groups[:, None] == batch.groups[None, :]) & ~eye
             metrics["neg_cos_same_task"] = float(sim[same].mean()) if same.any() else float("nan")
-        if batch.expert_chunks is not None and flat_valid.any():
-            exp = batch.expert_chunks.reshape(N * T, K, A)[flat_valid]
+    if batch.expert_chunks is not None and flat_valid.any():
+        exp = batch.expert_chunks.reshape(N * T, K, A)[flat_valid]
+        if combined.requires_grad:  # where the objective pushes the executed chunk, vs where the expert is
+            (g,) = torch.autograd.grad(infonce, combined, retain_graph=True)
+            g = -g[flat_valid].flatten(1)
+            keep = g.norm(dim=1) > 0
+            metrics["grad_toward_expert"] = (float(F.cosine_similarity(g[keep], (exp - combined.detach()[flat_valid])
+                                                                      .flatten(1)[keep], dim=1).mean())
+                                             if keep.any() else float("nan"))
+        with torch.no_grad():
             b = (action_space(base) if action_space is not None else base)[flat_valid]
             c, d = combined.detach()[flat_valid], delta.detach()[flat_valid]
             metrics["expert_err_base"] = float((b - exp).abs().mean())
