@@ -23,9 +23,10 @@ def retrieval_metrics(video_emb: torch.Tensor, action_emb: torch.Tensor, mask: t
     Returns:
         dict: ``n``, ``chance`` (1/N), ``top1_v2a`` (video → action), ``top1_a2v``,
         ``top1_v2a_x_chance`` / ``top1_a2v_x_chance`` (accuracy ÷ chance), ``pos_cos``,
-        ``neg_cos``, ``cos_gap`` (pos − neg), and when labels are given ``hard_neg_cos``,
-        ``easy_neg_cos``, ``top1_v2a_same_skill`` / ``top1_a2v_same_skill`` (ranking only among
-        items of the anchor's skill) with ``chance_same_skill``.
+        ``neg_cos``, ``cos_gap`` (pos − neg), and when labels are given ``hard_neg_cos``
+        (negatives of the same skill from other demonstrations), ``easy_neg_cos``,
+        ``hard_cos_gap`` (pos − hard neg), ``top1_v2a_same_skill`` / ``top1_a2v_same_skill``
+        (ranking only among items of the anchor's skill) with ``chance_same_skill``.
     """
     N = video_emb.shape[0]
     sim = chunkwise_similarity(video_emb, action_emb, mask).double()
@@ -49,10 +50,38 @@ def retrieval_metrics(video_emb: torch.Tensor, action_emb: torch.Tensor, mask: t
         easy = ~same_skill
         out["hard_neg_cos"] = float(sim[hard].mean()) if hard.any() else float("nan")
         out["easy_neg_cos"] = float(sim[easy].mean()) if easy.any() else float("nan")
+        out["hard_cos_gap"] = out["pos_cos"] - out["hard_neg_cos"]
         masked = rank_sim.masked_fill(~same_skill, float("-inf"))
         out["top1_v2a_same_skill"] = float((masked.argmax(1) == target).double().mean())
         out["top1_a2v_same_skill"] = float((masked.argmax(0) == target).double().mean())
         out["chance_same_skill"] = float((1.0 / same_skill.sum(1).double()).mean())
+    return out
+
+
+def heldout_summary(h: dict) -> dict:
+    """The held-out figures that matter for Stage 2, from :func:`retrieval_metrics`' dict.
+
+    Retrieval among all held-out windows is dominated by easy negatives (other skills); Stage 2
+    contrasts rollouts of one task, so the same-skill retrieval and the hard-negative cosine
+    (same skill, other demonstrations) are reported beside it. Keys missing from ``h`` (no
+    labels) come out as NaN.
+
+    Returns:
+        ``top1_v2a_x_chance``, ``top1_a2v_x_chance``, ``same_skill_top1_v2a``,
+        ``same_skill_top1_a2v``, ``same_skill_chance``, ``same_skill_top1_v2a_x_chance``,
+        ``same_skill_top1_a2v_x_chance``, ``pos_cos``, ``hard_neg_cos``, ``easy_neg_cos``,
+        ``hard_cos_gap`` (pos − hard neg), ``cos_gap`` (pos − all negatives).
+    """
+    nan = float("nan")
+    g = lambda k: float(h.get(k, nan))  # noqa: E731
+    chance = g("chance_same_skill")
+    out = {"top1_v2a_x_chance": g("top1_v2a_x_chance"), "top1_a2v_x_chance": g("top1_a2v_x_chance"),
+           "same_skill_top1_v2a": g("top1_v2a_same_skill"), "same_skill_top1_a2v": g("top1_a2v_same_skill"),
+           "same_skill_chance": chance}
+    for d in ("v2a", "a2v"):
+        out[f"same_skill_top1_{d}_x_chance"] = out[f"same_skill_top1_{d}"] / chance if chance > 0 else nan
+    out.update(pos_cos=g("pos_cos"), hard_neg_cos=g("hard_neg_cos"), easy_neg_cos=g("easy_neg_cos"),
+               hard_cos_gap=g("pos_cos") - g("hard_neg_cos"), cos_gap=g("cos_gap"))
     return out
 
 

@@ -22,7 +22,7 @@ from world2act import World2ActError
 from world2act.align.bundle import AdapterConfig, AlignmentBundle
 from world2act.align.data import AlignData, split_by_demo
 from world2act.align.losses import LOSS_VARIANTS, stage1_loss
-from world2act.align.metrics import evaluate_bundle
+from world2act.align.metrics import evaluate_bundle, heldout_summary
 from world2act.align.negatives import NegativeSampler
 from world2act.utils.io import atomic_path, read_json, write_json
 
@@ -401,7 +401,8 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
     main_bundle.save(out)
     h = results[cfg.variant].get("heldout", {})
     metrics = {
-        "variant": cfg.variant, **results[cfg.variant], "split": split, "data": data.shape_info,
+        "variant": cfg.variant, **({"heldout_summary": heldout_summary(h)} if h else {}),
+        **results[cfg.variant], "split": split, "data": data.shape_info,
         "targets": {
             "retrieval_x_chance_min": 5.0,
             "retrieval_ok": bool(h and min(h["top1_v2a_x_chance"], h["top1_a2v_x_chance"]) >= 5.0),
@@ -455,5 +456,10 @@ def main(args) -> int:
     if h:
         print(f"held-out: top-1 v→a {h['top1_v2a']:.3f}, a→v {h['top1_a2v']:.3f} (chance {h['chance']:.3f}); "
               f"cos pos {h['pos_cos']:.3f} vs neg {h['neg_cos']:.3f}; rec MSE {h['rec_mse']:.4f}")
+        s = metrics.get("heldout_summary") or {}
+        if s and s["same_skill_chance"] == s["same_skill_chance"]:  # not NaN: skill labels were there
+            print(f"held-out, same skill only: top-1 v→a {s['same_skill_top1_v2a']:.3f}, a→v {s['same_skill_top1_a2v']:.3f} "
+                  f"(chance {s['same_skill_chance']:.3f}); hard-negative cos {s['hard_neg_cos']:.3f} "
+                  f"(gap {s['hard_cos_gap']:.3f})")
     print(f"wrote {args.out}")
     return 0
