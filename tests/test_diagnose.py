@@ -207,8 +207,10 @@ def test_episode_grid_is_consecutive_chunks_from_the_start(tiny):
     np.testing.assert_array_equal(long.chunks.reshape(-1, 3), ds.load_episode(0, load_images=False).actions[:64])
 
 
-def test_diagnose_end_to_end(tiny, capsys):
+def test_diagnose_end_to_end(tiny, capsys, monkeypatch):
     from world2act.cli import main
+
+    monkeypatch.setenv("WORLD2ACT_THREADS", "1")  # the command would take every core (2 threads: 4x slower under load)
 
     out = tiny / "out"
     rc = main(["diagnose", "--wm", str(tiny / "wm"), "--align", str(tiny / "align"), "--dataset", str(tiny / "demos"),
@@ -246,9 +248,17 @@ def test_diagnose_end_to_end(tiny, capsys):
     assert "gap" in capsys.readouterr().out
     assert not list(out.glob(".*.tmp*"))  # atomic writes leave no temporary files
     # a second run into the same folder is refused without --overwrite
-    assert main(["diagnose", "--wm", str(tiny / "wm"), "--align", str(tiny / "align"), "--dataset",
-                 str(tiny / "demos"), "--out", str(out), "--no-imagine"]) == 2
+    args = ["diagnose", "--wm", str(tiny / "wm"), "--align", str(tiny / "align"), "--dataset", str(tiny / "demos"),
+            "--out", str(out), "--no-imagine", "--sigmas", "2", "--episodes", "0"]
+    assert main(args) == 2
     assert "not empty" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "shifts=[2]"]) == 0  # real video only: no imagination rows
+    r = json.loads((out / "diagnose.json").read_text())
+    assert [x["key"] for x in r["rows"]] == ["real_sigma0.1", "real_sigma0.1_other_tasks", "real_sigma0.1_shift+2",
+                                            "real_sigma2"]
+    assert "samples" not in r and "imagined_vs_real" not in r and "imagination" not in r["timings_s"]
+    assert r["rows"][0]["per_demo"] == rows["real_sigma0.1"]["per_demo"]  # same seed, same x0 noise, same numbers
+    assert "+2 chunks (+32 steps)" in (out / "diagnose.md").read_text()
 
 
 # --------------------------------------------------------------------------- bad input

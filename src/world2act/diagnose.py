@@ -542,7 +542,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     K = bundle.config.chunk_size
     for sh in cfg.shifts:
         rows.append({"key": f"real_sigma{cfg.sigma:g}_shift{sh:+d}",
-                     "label": f"real video, actions shifted by {sh:+d} chunk ({sh * K:+d} steps)",
+                     "label": f"real video, actions shifted by {sh:+d} chunk{'s' if abs(sh) > 1 else ''} ({sh * K:+d} steps)",
                      **index_paired_gap(real[cfg.sigma], act_emb, tasks, shift=sh)})
     for s in cfg.sigmas:
         rows.append({"key": f"real_sigma{s:g}", "label": f"real video, x0 at σ = {s:g}",
