@@ -525,6 +525,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
                              f"({4 * wc.frame_stride} steps) or leave no task with two of them")
     tasks = [d.task for d in demos]
     timings["load"] = time.time() - t0
+    log.info("diagnose: %d held-out demos (%s), using %s", len(held), held_source, [d.episode for d in demos])
 
     t0 = time.time()
     act_emb = [bundle.f_a(bundle.normalize_actions(torch.from_numpy(d.chunks))[None])[0] for d in demos]
