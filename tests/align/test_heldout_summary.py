@@ -66,3 +66,21 @@ def test_align_metrics_json_carries_the_summary(tmp_path, capsys):
     assert s["same_skill_top1_a2v"] == h["top1_a2v_same_skill"] and s["hard_neg_cos"] == h["hard_neg_cos"]
     assert s["hard_cos_gap"] == pytest.approx(h["pos_cos"] - h["hard_neg_cos"])
     assert np.isfinite([s["same_skill_chance"], s["hard_neg_cos"], s["easy_neg_cos"]]).all()
+
+
+def test_align_command_prints_the_same_skill_line(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    import world2act.align.train as train
+
+    v, a = _emb()
+    h = {**retrieval_metrics(v, a, skill_ids=[0, 0, 1, 1], demo_ids=[0, 1, 0, 1]), "rec_mse": 0.01}
+    monkeypatch.setattr(train, "run", lambda cfg, out, **kw: {"heldout": h, "heldout_summary": heldout_summary(h)})
+    monkeypatch.setenv("WORLD2ACT_THREADS", "1")  # main() sets the torch thread count
+    args = argparse.Namespace(out=str(tmp_path / "o"), config=None, overrides=[], skills="S", wm="W", variant=None,
+                              steps=None, hard_ratio=None, lam=None, latent_source=None, sigma=None, compare=False,
+                              seed=0, device="cpu", resume=False, overwrite=False)
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "same skill only: top-1 v→a 0.750" in out and "(chance 0.500)" in out
+    assert f"hard-negative cos {(1 + 3 * R) / 4:.3f}" in out
