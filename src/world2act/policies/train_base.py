@@ -345,6 +345,10 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     finally:
         bar.close()
     elapsed = prev_elapsed + time.time() - t0
+    if stopped == "max_minutes":
+        log.warning("train-base: max_minutes=%s cut the run short at step %d of %d; the result depends on the "
+                    "machine's load and is not reproducible (give --steps a budget this machine finishes)",
+                    cfg.max_minutes, step, cfg.steps)
     _save_checkpoint(ckpt, net, ema, opt, step, elapsed, normalizer)
     write_json(curve_path, curve)
     metrics = {"steps": step, "stopped_by": stopped, "final_loss": loss_ema, "train_minutes": round(elapsed / 60, 2),
