@@ -7,7 +7,8 @@ from world2act import World2ActError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", required=True, help="policy folder (train-base / post-train output) or 'expert'")
+    p.add_argument("--policy", required=True,
+                   help="policy folder (train-base / post-train output), 'expert', or remote://HOST:PORT (world2act serve)")
     p.add_argument("--benchmark", required=True,
                    help="libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld")
     p.add_argument("--tasks", default="all", help="comma-separated task ids / Meta-World names, or 'all' (default)")

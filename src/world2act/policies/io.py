@@ -5,10 +5,14 @@ A policy folder holds ``config.json`` whose ``"type"`` field names a registered 
 * ``"flow"``: the built-in flow-matching base policy (``config.json`` + ``model.safetensors`` +
   ``normalizer.safetensors``), see :mod:`world2act.policies.flow_policy`;
 * ``"residual"``: base + World2Act residual (registered by :mod:`world2act.policies.residual`);
+* ``"remote"``: ``{"type": "remote", "url": "remote://HOST:PORT"}``, a policy served elsewhere
+  (:mod:`world2act.policies.remote`);
 * further types can be added with :func:`register_policy_type`.
 
 ``"expert"`` is not a folder: it is the scripted privileged-state expert behind the same
-contract (:class:`world2act.policies.expert_policy.ExpertPolicy`).
+contract (:class:`world2act.policies.expert_policy.ExpertPolicy`). ``"remote://HOST:PORT"`` is
+not a folder either: it is a client of ``world2act serve`` running there
+(:class:`world2act.policies.remote.RemotePolicy`).
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ Loader = Callable[..., Policy]
 
 _REGISTRY: dict[str, Loader] = {}
 # types whose loader lives in a module that registers itself on import
-_LAZY = {"flow": "world2act.policies.flow_policy", "residual": "world2act.policies.residual"}
+_LAZY = {"flow": "world2act.policies.flow_policy", "residual": "world2act.policies.residual",
+         "remote": "world2act.policies.remote"}
 
 
 def register_policy_type(name: str, loader: Loader) -> None:
@@ -61,18 +66,20 @@ def read_policy_config(path: str | Path) -> dict:
 
 
 def load_policy(path_or_name: str | Path, *, benchmark: str | None = None, device: str = "cpu") -> Policy:
-    """Load a policy folder, or the scripted expert with ``"expert"``.
+    """Load a policy folder, the scripted expert with ``"expert"``, or a served policy with
+    ``"remote://HOST:PORT"``.
 
     Args:
-        path_or_name: a policy folder, or ``"expert"``.
+        path_or_name: a policy folder, ``"expert"``, or ``"remote://HOST:PORT[?timeout=S]"``.
         benchmark: the benchmark it will run on; when given, compatibility (action/state dims,
             cameras, benchmark family) is checked here, before any simulator starts. Required
             for ``"expert"``.
         device: torch device for learned policies.
 
     Raises:
-        World2ActError: missing/mismatched files, unknown type, or a policy that does not fit
-            ``benchmark`` (the message names both sides).
+        World2ActError: missing/mismatched files, unknown type, a remote server that does not
+            answer within its timeout, or a policy that does not fit ``benchmark`` (the message
+            names both sides).
     """
     if str(path_or_name) == "expert":
         from world2act.policies.expert_policy import ExpertPolicy
@@ -80,6 +87,13 @@ def load_policy(path_or_name: str | Path, *, benchmark: str | None = None, devic
         if benchmark is None:
             raise World2ActError("--policy expert needs --benchmark (the expert is benchmark-specific)")
         return ExpertPolicy(benchmark)
+    if str(path_or_name).startswith("remote://"):
+        from world2act.policies.remote import RemotePolicy
+
+        remote = RemotePolicy(str(path_or_name))
+        if benchmark is not None:
+            remote.check_compatible(benchmark, where=str(path_or_name))
+        return remote
     path = Path(path_or_name)
     cfg = read_policy_config(path)
     ptype = str(cfg["type"])

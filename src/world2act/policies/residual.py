@@ -7,7 +7,8 @@ correction in Stage-1 normalised action units. A post-trained policy folder is s
 ```
 config.json              {"type": "residual", "residual": {...ResidualNetConfig...}, ...}
 model.safetensors        residual weights (f_a excluded: it lives frozen in align/) + state normaliser
-base/                    copy of the frozen base policy folder (loaded with load_policy)
+base/                    copy of the frozen base policy folder (loaded with load_policy); for a
+                         base served elsewhere, {"type": "remote", "url": "remote://HOST:PORT"}
 align/                   copy of the Stage-1 folder (f_a, g_a init, the action normaliser)
 ```
 ``world2act eval --policy DIR`` loads it like any other policy.
@@ -135,7 +136,15 @@ class ResidualPolicy(Policy):
         """Write the self-contained policy folder (see module docstring)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for sub, src in (("base", Path(base_source)), ("align", self.align_dir)):
+        sources = [("base", base_source), ("align", self.align_dir)]
+        if str(base_source).startswith("remote://"):  # a served base: base/ records where it runs
+            from world2act.policies.remote import write_remote_folder
+
+            if (path / "base").exists():
+                shutil.rmtree(path / "base")
+            write_remote_folder(path / "base", str(base_source))
+            sources = sources[1:]
+        for sub, src in ((sub, Path(src)) for sub, src in sources):
             if (path / sub).resolve() != src.resolve():
                 if (path / sub).exists():
                     shutil.rmtree(path / sub)

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--policy", help="frozen base policy folder")
+    p.add_argument("--policy", help="frozen base policy folder, or remote://HOST:PORT (a policy served by world2act serve)")
     p.add_argument("--wm", help="world-model folder (Skill-WM)")
     p.add_argument("--align", help="Stage-1 folder")
     p.add_argument("--benchmark", help="benchmark for the on-policy rollouts (default libero_object)")
