@@ -98,19 +98,33 @@ def test_no_sim_state(tmp_path):
 
 
 def test_stats(tmp_path):
+    """meta/stats.json as LeRobot writes it: every feature, five quantiles, images shaped (3, 1, 1)."""
     eps = [make_episode(i) for i in range(3)]
     _write(tmp_path / "ds", eps)
     st = LeRobotDataset(tmp_path / "ds").stats
     acts = np.concatenate([e.actions for e in eps]).astype(np.float64)
     np.testing.assert_allclose(st["action"]["mean"], acts.mean(0), rtol=1e-9)
-    np.testing.assert_allclose(st["action"]["q99"], np.quantile(acts, 0.99, axis=0), rtol=1e-9)
+    for q in (0.01, 0.10, 0.50, 0.90, 0.99):
+        np.testing.assert_allclose(st["action"][f"q{int(round(q * 100)):02d}"], np.quantile(acts, q, axis=0), rtol=1e-9)
     assert st["action"]["count"] == [36]
-    assert set(st["observation.state"]) == {"mean", "std", "min", "max", "q01", "q99", "count"}
-    assert len(st["observation.gripper_width"]["mean"]) == 1
+    full = {"mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99", "count"}
+    for key in ("action", "observation.state", "observation.gripper_width", "sim_state", "timestamp", "frame_index",
+                "episode_index", "index", "task_index", "observation.images.wrist", "observation.images.agentview"):
+        assert set(st[key]) == full, key
+    assert len(st["observation.gripper_width"]["mean"]) == 1 and len(st["sim_state"]["mean"]) == 12
+    assert st["index"]["max"] == [35.0] and st["timestamp"]["count"] == [36]
+    img = st["observation.images.wrist"]
+    for k in full - {"count"}:
+        assert np.asarray(img[k]).shape == (3, 1, 1), k
+    assert img["count"] == [36]
     px = np.concatenate([e.images["wrist"] for e in eps]).reshape(-1, 3) / 255.0
-    np.testing.assert_allclose(st["observation.images.wrist"]["mean"], px.mean(0), atol=1e-9)
-    np.testing.assert_allclose(st["observation.images.wrist"]["std"], px.std(0), atol=1e-9)
-    np.testing.assert_allclose(st["observation.images.wrist"]["min"], px.min(0))
+    np.testing.assert_allclose(np.asarray(img["mean"]).ravel(), px.mean(0), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(img["std"]).ravel(), px.std(0), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(img["min"]).ravel(), px.min(0))
+    # per-episode statistics of every feature are in the episode table (LeRobot aggregates them)
+    t = pq.read_table(tmp_path / "ds" / EPISODES_PATH)
+    assert np.asarray(t.column("stats/observation.images.wrist/q50")[0].as_py()).shape == (3, 1, 1)
+    assert t.column("stats/action/count").to_pylist() == [[12], [12], [12]]
     # adding an episode makes the stats stale: they are removed until the next finalize()
     w = LeRobotDatasetWriter(tmp_path / "ds", make_spec(), resume=True)
     w.add_episode(make_episode(3))

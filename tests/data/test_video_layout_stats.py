@@ -72,18 +72,31 @@ def test_compute_stats():
     st = compute_stats({"x": x, "g": x[:, 0], "img": imgs})
     np.testing.assert_allclose(st["x"]["mean"], x.mean(0))
     np.testing.assert_allclose(st["x"]["std"], x.std(0))
-    np.testing.assert_allclose(st["x"]["q01"], np.quantile(x, 0.01, axis=0))
+    for q, k in zip((0.01, 0.1, 0.5, 0.9, 0.99), ("q01", "q10", "q50", "q90", "q99")):
+        np.testing.assert_allclose(st["x"][k], np.quantile(x, q, axis=0))
     assert st["x"]["count"] == [500] and len(st["g"]["mean"]) == 1
+    # images: per channel in [0, 1], shaped (3, 1, 1) as LeRobot stores them; exact quantiles
     px = imgs.reshape(-1, 3) / 255.0
-    np.testing.assert_allclose(st["img"]["mean"], px.mean(0))
-    np.testing.assert_allclose(st["img"]["std"], px.std(0))
-    np.testing.assert_allclose(st["img"]["max"], px.max(0))
-    assert set(st["img"]) == {"mean", "std", "min", "max", "count"}
-    # aggregation over parts equals stats of the whole
+    assert set(st["img"]) == {"mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99", "count"}
+    for k, v in st["img"].items():
+        assert np.asarray(v).shape == ((1,) if k == "count" else (3, 1, 1)), k
+    np.testing.assert_allclose(np.asarray(st["img"]["mean"]).ravel(), px.mean(0))
+    np.testing.assert_allclose(np.asarray(st["img"]["std"]).ravel(), px.std(0))
+    np.testing.assert_allclose(np.asarray(st["img"]["max"]).ravel(), px.max(0))
+    for q, k in zip((0.01, 0.1, 0.5, 0.9, 0.99), ("q01", "q10", "q50", "q90", "q99")):
+        np.testing.assert_allclose(np.asarray(st["img"][k]).ravel(), np.quantile(px, q, axis=0), atol=1e-12)
+    assert st["img"]["count"] == [4]
+    # aggregation over parts equals stats of the whole (quantiles: count-weighted, approximate)
     parts = [compute_stats({"x": x[:100]})["x"], compute_stats({"x": x[100:]})["x"]]
     agg = aggregate_stats(parts)
     np.testing.assert_allclose(agg["mean"], x.mean(0))
     np.testing.assert_allclose(agg["std"], x.std(0))
     np.testing.assert_allclose(agg["min"], x.min(0))
+    assert set(agg) == set(parts[0]) and agg["count"] == [500]
+    iparts = [compute_stats({"i": imgs[:1]})["i"], compute_stats({"i": imgs[1:]})["i"]]
+    iagg = aggregate_stats(iparts)
+    assert np.asarray(iagg["q50"]).shape == (3, 1, 1)
+    np.testing.assert_allclose(np.asarray(iagg["mean"]).ravel(), px.mean(0))
+    np.testing.assert_allclose(np.asarray(iagg["std"]).ravel(), px.std(0))
     with pytest.raises(World2ActError, match="'bad'"):
         compute_stats({"bad": np.array([[np.nan]])})

@@ -1,7 +1,7 @@
-"""LeRobot v3 datasets: a crash-safe writer and a validating reader (pyarrow + PyAV).
+"""LeRobot v3 datasets: a crash-safe writer and a reader of any LeRobot v3.0 dataset (pyarrow + PyAV).
 
-Layout (LeRobot ``codebase_version`` "v3.0"; the ``lerobot`` package itself cannot be
-installed here, so this module writes the plain files)::
+Layout (LeRobot ``codebase_version`` "v3.0"; written as plain files, checked against LeRobot's
+own ``LeRobotDataset`` and ``lerobot-doctor``, see ``docs/data.md``)::
 
     meta/info.json                              fps, features (dtype/shape/names), totals,
                                                 path templates, our DatasetSpec
@@ -11,17 +11,19 @@ installed here, so this module writes the plain files)::
     data/chunk-CCC/file-FFF.parquet             one row per frame
     videos/observation.images.<cam>/chunk-CCC/file-FFF.mp4
 
-Per-frame columns: ``action`` [A] float32, ``observation.state`` [S] float32,
-``observation.gripper_width`` float32, ``sim_state`` [N] float64 (when the spec has one),
-``timestamp`` (s, float32), ``frame_index``, ``episode_index``, ``index`` (global frame),
-``task_index`` (int64). Row ``t`` = observation before step ``t`` + action at step ``t``.
+Per-frame columns: ``action`` [A] float32, ``observation.state`` [S] float32 (when S > 0),
+``observation.gripper_width`` float32 (when the spec has it), ``sim_state`` [N] float64 (when
+the spec has one; narrower episodes are zero-padded to N), ``timestamp`` (s, float32),
+``frame_index``, ``episode_index``, ``index`` (global frame), ``task_index`` (int64). Row ``t`` =
+observation before step ``t`` + action at step ``t``.
 
 Per-episode columns: ``episode_index``, ``tasks`` (list of one string), ``task_index``,
 ``length``, ``success``, ``data/chunk_index``, ``data/file_index``, ``dataset_from_index``,
 ``dataset_to_index``, ``videos/<key>/{chunk_index,file_index,from_timestamp,to_timestamp}``,
-``meta_json`` (the episode's ``meta`` dict as JSON: the source of truth when reading),
-``episode_meta/<key>`` flat copies of scalar meta values (for tools that browse parquet), and
-``stats/observation.images.<cam>/{mean,std,min,max,count}`` per-episode image statistics.
+``stats/<feature>/<stat>`` for every feature (LeRobot's per-episode statistics),
+``sim_state_width`` (the episode's own simulator-state width), ``meta_json`` (the episode's
+``meta`` dict as JSON: the source of truth when reading) and ``episode_meta/<key>`` flat
+copies of scalar meta values (for tools that browse parquet).
 
 Crash safety: every episode gets its own data file and video files (file index = episode
 index, chunk = index // chunks_size), each written atomically; only then are tasks, the
@@ -29,6 +31,13 @@ episodes table and info.json rewritten (each atomically, episodes table last but
 is the commit point: the reader trusts it). A writer killed at any moment leaves a dataset of
 the episodes completed before; files of an interrupted episode are orphans, ignored by the
 reader and overwritten on resume.
+
+Reading datasets written by LeRobot itself: tasks kept as the pandas index, several episodes
+per data and video file (rows by ``dataset_from_index``/``dataset_to_index``, frames by
+seeking to ``videos/<key>/from_timestamp``), H.264 or AV1, ``video`` or ``image`` features
+with any names (camera = the key without ``observation.images.``), and optional
+``observation.state``, ``observation.gripper_width`` and ``sim_state``. Only ``action`` is
+required.
 """
 from __future__ import annotations
 
@@ -43,8 +52,9 @@ import numpy as np
 
 from world2act import World2ActError
 from world2act.data.schema import Episode
-from world2act.data.stats import aggregate_stats, compute_stats, image_stats
-from world2act.data.video import DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, DEFAULT_PRESET, read_video, write_video
+from world2act.data.stats import aggregate_stats, compute_stats, image_stats, numeric_stats
+from world2act.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, DEFAULT_PRESET, codec_tag,
+                                  read_video_span, video_preset, write_video)
 from world2act.utils.io import _json_default, atomic_path, prepare_out_dir, read_json, write_json
 
 CODEBASE_VERSION = "v3.0"
@@ -61,16 +71,71 @@ STATE = "observation.state"
 GRIPPER = "observation.gripper_width"
 SIM_STATE = "sim_state"
 IMAGE_PREFIX = "observation.images."
+INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 #: Keys ``episode_meta(i)`` adds itself; an Episode.meta may not use them.
 RESERVED_META_KEYS = ("episode_index", "length", "task", "task_index", "success")
-#: ``DatasetSpec.sim_state_dim`` value for simulator states whose width varies between
-#: episodes (LIBERO: the flattened MuJoCo state size depends on the task's objects).
+#: ``DatasetSpec.sim_state_dim`` value of datasets written before 2026-12 whose simulator
+#: states were stored with a per-episode width (shape ``[-1]``). Still read and resumed;
+#: LeRobot's writer cannot append to such a dataset, so new datasets use a fixed width.
 VARIABLE = -1
+
+#: Descriptive names of the action / state dimensions (``info.json`` ``features.*.names``).
+#: LIBERO: OSC_POSE deltas (xyz, rotation, gripper -1 open / +1 close); state = end-effector
+#: position, orientation as axis-angle, the two finger joint positions (m; left ≈ +0.04 and
+#: right ≈ −0.04 when open). Meta-World: xyz delta + grip (+1 close); state = hand position
+#: and the normalised finger gap (1 open).
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "libero": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
+    "metaworld": ("x", "y", "z", "gripper"),
+}
+STATE_NAMES: dict[str, tuple[str, ...]] = {
+    "libero": ("x", "y", "z", "axis_angle_x", "axis_angle_y", "axis_angle_z", "finger_left", "finger_right"),
+    "metaworld": ("x", "y", "z", "gripper"),
+}
 
 
 def image_key(camera: str) -> str:
-    """Dataset feature key of a camera: ``observation.images.<camera>``."""
+    """Dataset feature key of a camera written by world2act: ``observation.images.<camera>``."""
     return IMAGE_PREFIX + camera
+
+
+def _family(benchmark: str) -> str | None:
+    b = (benchmark or "").lower()
+    if b.startswith("libero"):
+        return "libero"
+    if b.startswith("metaworld") or b.startswith("meta-world"):
+        return "metaworld"
+    return None
+
+
+def default_names(benchmark: str, kind: str, dim: int) -> list[str]:
+    """Names of the ``dim`` dimensions of ``kind`` (``"action"`` or ``"state"``) for a benchmark.
+
+    :data:`ACTION_NAMES` / :data:`STATE_NAMES` when the benchmark and width match, otherwise
+    ``a0, a1, …`` / ``s0, s1, …``.
+    """
+    table = ACTION_NAMES if kind == "action" else STATE_NAMES
+    names = table.get(_family(benchmark) or "")
+    if names is not None and len(names) == dim:
+        return list(names)
+    return [f"{'a' if kind == 'action' else 's'}{i}" for i in range(dim)]
+
+
+def flat_names(names: Any) -> list[str] | None:
+    """A feature's ``names`` from info.json as a flat list (LeRobot also writes ``{"motors": [...]}``)."""
+    if names is None:
+        return None
+    if isinstance(names, dict):
+        out: list[str] = []
+        for v in names.values():
+            out.extend(flat_names(v) or [])
+        return out
+    if isinstance(names, (list, tuple)):
+        out = []
+        for v in names:
+            out.extend(flat_names(v) or []) if isinstance(v, (list, tuple, dict)) else out.append(str(v))
+        return out
+    return [str(names)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,15 +145,22 @@ class DatasetSpec:
     Attributes:
         fps: recording rate in Hz (LIBERO 20). Timestamps are ``frame_index / fps``.
         action_dim: A, width of ``action``.
-        state_dim: S, width of ``observation.state`` (proprioception).
+        state_dim: S, width of ``observation.state`` (proprioception); 0 = no state feature
+            (a LeRobot dataset without one).
         cameras: camera names (``observation.images.<name>`` video features), in order.
             May be empty (no videos).
         image_size: ``(H, W)`` of every camera frame.
-        benchmark: e.g. ``libero_object`` or ``metaworld`` (informational).
+        benchmark: e.g. ``libero_object`` or ``metaworld`` (informational; selects the
+            default action/state names).
         robot_type: LeRobot ``robot_type`` (e.g. ``panda``, ``sawyer``).
         sim_state_dim: N, width of the per-frame ``sim_state`` (float64); None = no
-            simulator states stored; ``-1`` (:data:`VARIABLE`) = stored with a width that
-            may differ between episodes (constant within one).
+            simulator states stored. Episodes whose states are narrower (LIBERO: the state
+            size depends on the task's objects) are zero-padded to N and their own width is
+            kept in the episode column ``sim_state_width``; the reader returns the unpadded
+            states. ``-1`` (:data:`VARIABLE`): per-episode width, shape ``[-1]`` (datasets
+            written before 2026-12; LeRobot's writer cannot append to these).
+        action_names, state_names: names of the dimensions (None = :func:`default_names`).
+        has_gripper_width: whether the dataset has ``observation.gripper_width``.
     """
 
     fps: float
@@ -99,16 +171,23 @@ class DatasetSpec:
     benchmark: str = ""
     robot_type: str = ""
     sim_state_dim: int | None = None
+    action_names: tuple[str, ...] | None = None
+    state_names: tuple[str, ...] | None = None
+    has_gripper_width: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(str(c) for c in self.cameras))
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        for name in ("action_names", "state_names"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(str(x) for x in v))
         if not (isinstance(self.fps, (int, float)) and self.fps > 0 and math.isfinite(self.fps)):
             raise World2ActError(f"DatasetSpec.fps must be a positive number, got {self.fps!r}")
-        for name in ("action_dim", "state_dim"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v <= 0:
-                raise World2ActError(f"DatasetSpec.{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.action_dim, (int, np.integer)) or self.action_dim <= 0:
+            raise World2ActError(f"DatasetSpec.action_dim must be a positive integer, got {self.action_dim!r}")
+        if not isinstance(self.state_dim, (int, np.integer)) or self.state_dim < 0:
+            raise World2ActError(f"DatasetSpec.state_dim must be a non-negative integer, got {self.state_dim!r}")
         if len(self.image_size) != 2 or min(self.image_size) <= 0:
             raise World2ActError(f"DatasetSpec.image_size must be (H, W) with positive sizes, got {self.image_size}")
         if len(set(self.cameras)) != len(self.cameras) or any(not c or "/" in c for c in self.cameras):
@@ -116,10 +195,24 @@ class DatasetSpec:
         s = self.sim_state_dim
         if s is not None and (not isinstance(s, (int, np.integer)) or (s <= 0 and s != VARIABLE)):
             raise World2ActError(f"DatasetSpec.sim_state_dim must be None, a positive integer or -1 (variable), got {s!r}")
+        for name, dim in (("action_names", self.action_dim), ("state_names", self.state_dim)):
+            v = getattr(self, name)
+            if v is not None and len(v) != dim:
+                raise World2ActError(f"DatasetSpec.{name} has {len(v)} names for {dim} dimensions")
+
+    def names(self, kind: str) -> list[str]:
+        """Names of the ``"action"`` or ``"state"`` dimensions (given, or the benchmark's defaults)."""
+        given = self.action_names if kind == "action" else self.state_names
+        if given is not None:
+            return list(given)
+        return default_names(self.benchmark, kind, self.action_dim if kind == "action" else self.state_dim)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["cameras"], d["image_size"] = list(self.cameras), list(self.image_size)
+        for name in ("action_names", "state_names"):
+            if d[name] is not None:
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -135,13 +228,14 @@ def _fmt_fps(fps: float) -> int | float:
     return int(fps) if float(fps).is_integer() else float(fps)
 
 
-def _features(spec: DatasetSpec) -> dict[str, Any]:
+def _features(spec: DatasetSpec, video: dict | None = None) -> dict[str, Any]:
     H, W = spec.image_size
-    feats: dict[str, Any] = {
-        ACTION: {"dtype": "float32", "shape": [spec.action_dim], "names": [f"a{i}" for i in range(spec.action_dim)]},
-        STATE: {"dtype": "float32", "shape": [spec.state_dim], "names": [f"s{i}" for i in range(spec.state_dim)]},
-        GRIPPER: {"dtype": "float32", "shape": [1], "names": None},
-    }
+    video = video or {"codec": DEFAULT_CODEC, "pix_fmt": DEFAULT_PIX_FMT}
+    feats: dict[str, Any] = {ACTION: {"dtype": "float32", "shape": [spec.action_dim], "names": spec.names("action")}}
+    if spec.state_dim:
+        feats[STATE] = {"dtype": "float32", "shape": [spec.state_dim], "names": spec.names("state")}
+    if spec.has_gripper_width:
+        feats[GRIPPER] = {"dtype": "float32", "shape": [1], "names": ["gripper_width"]}
     if spec.sim_state_dim is not None:
         feats[SIM_STATE] = {"dtype": "float64", "shape": [spec.sim_state_dim], "names": None}
     for cam in spec.cameras:
@@ -150,9 +244,9 @@ def _features(spec: DatasetSpec) -> dict[str, Any]:
             "shape": [H, W, 3],
             "names": ["height", "width", "channels"],
             "info": {
-                "video.height": H, "video.width": W, "video.codec": "h264", "video.pix_fmt": DEFAULT_PIX_FMT,
-                "video.is_depth_map": False, "video.fps": _fmt_fps(spec.fps), "video.channels": 3,
-                "has_audio": False,
+                "video.height": H, "video.width": W, "video.codec": codec_tag(video["codec"]),
+                "video.pix_fmt": video["pix_fmt"], "video.is_depth_map": False, "video.fps": _fmt_fps(spec.fps),
+                "video.channels": 3, "has_audio": False,
             },
         }
     for k in ("timestamp",):
@@ -162,20 +256,66 @@ def _features(spec: DatasetSpec) -> dict[str, Any]:
     return feats
 
 
+def _camera_keys(feats: dict[str, Any]) -> dict[str, str]:
+    """camera name -> feature key of every ``video``/``image`` feature, in info.json order.
+
+    The name is the key without ``observation.images.`` (else without ``observation.``),
+    or the key itself when that would be empty or collide.
+    """
+    out: dict[str, str] = {}
+    for k, f in feats.items():
+        if not isinstance(f, dict) or f.get("dtype") not in ("video", "image"):
+            continue
+        name = k[len(IMAGE_PREFIX):] if k.startswith(IMAGE_PREFIX) else (
+            k[len("observation."):] if k.startswith("observation.") else k)
+        if not name or name in out or "/" in name:
+            name = k
+        out[name] = k
+    return out
+
+
+def _image_hw(feat: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of a video/image feature from its info (``video.height``) or its shape and names."""
+    info = feat.get("info") or {}
+    if info.get("video.height") and info.get("video.width"):
+        return int(info["video.height"]), int(info["video.width"])
+    shape = list(feat["shape"])
+    names = [str(n).lower() for n in (flat_names(feat.get("names")) or [])]
+    if "height" in names and "width" in names and len(names) == len(shape):
+        return int(shape[names.index("height")]), int(shape[names.index("width")])
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
 def _spec_from_info(info: dict[str, Any], where: Path) -> DatasetSpec:
     w2a = info.get("world2act") or {}
     if isinstance(w2a.get("spec"), dict):
         return DatasetSpec.from_dict(w2a["spec"])
     # A LeRobot dataset written by another tool: derive what we can from the features.
     feats = info["features"]
+    if not isinstance(feats, dict) or ACTION not in feats:
+        raise World2ActError(f"{where}: the dataset has no 'action' feature (features: {sorted(feats)}); world2act "
+                             "needs the per-frame robot action and no option supplies it")
     try:
-        cams = tuple(k[len(IMAGE_PREFIX):] for k, f in feats.items()
-                     if k.startswith(IMAGE_PREFIX) and f.get("dtype") in ("video", "image"))
-        size = tuple(feats[image_key(cams[0])]["shape"][:2]) if cams else (1, 1)
-        sim = feats[SIM_STATE]["shape"][0] if SIM_STATE in feats else None
-        return DatasetSpec(fps=info["fps"], action_dim=feats[ACTION]["shape"][0], state_dim=feats[STATE]["shape"][0],
-                           cameras=cams, image_size=size, robot_type=info.get("robot_type") or "", sim_state_dim=sim)
-    except (KeyError, IndexError, TypeError) as e:
+        cams = _camera_keys(feats)
+        size = _image_hw(feats[next(iter(cams.values()))]) if cams else (1, 1)
+
+        def width(key: str) -> int:
+            shape = list(feats[key]["shape"])
+            return int(np.prod(shape)) if shape else 1
+
+        A = width(ACTION)
+        S = width(STATE) if STATE in feats else 0
+        sim = width(SIM_STATE) if SIM_STATE in feats and -1 not in list(feats[SIM_STATE]["shape"]) else (
+            VARIABLE if SIM_STATE in feats else None)
+        an, sn = flat_names(feats[ACTION].get("names")), flat_names(feats[STATE].get("names")) if S else None
+        return DatasetSpec(fps=info["fps"], action_dim=A, state_dim=S, cameras=tuple(cams), image_size=size,
+                           robot_type=info.get("robot_type") or "", sim_state_dim=sim,
+                           action_names=an if an and len(an) == A else None,
+                           state_names=sn if sn and len(sn) == S else None,
+                           has_gripper_width=GRIPPER in feats)
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration) as e:
         raise World2ActError(f"{where}: features lack what world2act needs ({type(e).__name__}: {e})") from None
 
 
@@ -223,8 +363,46 @@ def _read_parquet(path: Path, what: str, columns: Sequence[str] | None = None):
         raise World2ActError(f"{path}: corrupt or unreadable {what} parquet ({type(e).__name__}: {e})") from None
 
 
+def _read_tasks(path: Path) -> list[str]:
+    """Task strings by task_index from ``meta/tasks.parquet``: the task as a ``task`` column
+    (world2act) or as the pandas index (LeRobot: ``__index_level_0__``, or a named index)."""
+    tt = _read_parquet(path, "tasks")
+    cols = tt.column_names
+    if "task_index" not in cols:
+        raise World2ActError(f"{path}: needs a 'task_index' column, has {cols}")
+    task_col = "task" if "task" in cols else None
+    if task_col is None:
+        meta = (tt.schema.metadata or {}).get(b"pandas")
+        try:
+            index_cols = [c for c in json.loads(meta).get("index_columns", []) if isinstance(c, str)] if meta else []
+        except ValueError:
+            index_cols = []
+        candidates = [c for c in index_cols if c in cols] + [c for c in cols if c != "task_index"]
+        import pyarrow as pa
+
+        task_col = next((c for c in candidates if pa.types.is_string(tt.schema.field(c).type)
+                         or pa.types.is_large_string(tt.schema.field(c).type)), None)
+    if task_col is None:
+        raise World2ActError(f"{path}: no task strings (expected a 'task' column or the task as the pandas index), "
+                             f"has columns {cols}")
+    idx = [int(x) for x in tt.column("task_index").to_pylist()]
+    names = tt.column(task_col).to_pylist()
+    if sorted(idx) != list(range(len(idx))):
+        raise World2ActError(f"{path}: task_index values are not 0..{len(idx) - 1}")
+    tasks = [""] * len(idx)
+    for j, n in zip(idx, names):
+        tasks[j] = str(n)
+    return tasks
+
+
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _image_stats_shape(v: Any) -> Any:
+    """Image statistics written before 2026-12 were flat ``[3]``: reshape to LeRobot's (3, 1, 1)."""
+    a = np.asarray(v, dtype=np.float64)
+    return a.reshape(3, 1, 1).tolist() if a.size == 3 and a.shape != (3, 1, 1) else v
 
 
 # --------------------------------------------------------------------------- writer
@@ -240,36 +418,44 @@ class LeRobotDatasetWriter:
         spec: the shape of every episode.
         resume: continue an existing dataset in ``root`` (numbering continues after its last
             committed episode; an interrupted episode's orphan files are overwritten). The
-            existing dataset's spec must equal ``spec``. A folder without ``meta/info.json``
-            starts a new dataset.
+            existing dataset's spec must equal ``spec``, and its video settings are kept. A
+            folder without ``meta/info.json`` starts a new dataset.
         overwrite: delete ``root`` first.
         chunks_size: files per ``chunk-CCC`` folder (LeRobot default 1000).
+        video: a :data:`~world2act.data.video.VIDEO_PRESETS` name (``h264`` default:
+            yuv420p, browser-playable; ``h264-444``; ``h264-lossless``; ``av1``); overrides
+            the four settings below.
         video_codec, pix_fmt, crf, preset: encoder settings (see :mod:`world2act.data.video`).
 
     Raises:
-        World2ActError: ``root`` not usable (see prepare_out_dir), or on ``resume`` an
-            existing dataset that is corrupt or has a different spec (the differing fields
-            are named).
+        World2ActError: ``root`` not usable (see prepare_out_dir), an unknown video preset,
+            yuv420p with an odd image size, or on ``resume`` an existing dataset that is
+            corrupt or has a different spec (the differing fields are named).
 
     Usable as a context manager: ``finalize()`` runs on a clean exit.
     """
 
     def __init__(self, root: str | os.PathLike, spec: DatasetSpec, resume: bool = False, overwrite: bool = False,
-                 *, chunks_size: int = DEFAULT_CHUNKS_SIZE, video_codec: str = DEFAULT_CODEC,
+                 *, chunks_size: int = DEFAULT_CHUNKS_SIZE, video: str | None = None, video_codec: str = DEFAULT_CODEC,
                  pix_fmt: str = DEFAULT_PIX_FMT, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> None:
         if not isinstance(spec, DatasetSpec):
             raise World2ActError(f"spec must be a DatasetSpec, got {type(spec).__name__}")
         self.root = Path(root)
         self.spec = spec
         self.chunks_size = int(chunks_size)
-        self._video = {"codec": video_codec, "pix_fmt": pix_fmt, "crf": int(crf), "preset": preset}
+        self._video = video_preset(video) if video else {"codec": video_codec, "pix_fmt": pix_fmt, "crf": int(crf),
+                                                          "preset": preset}
         self._rows: list[dict[str, Any]] = []  # episode rows (without flat meta columns)
         self._tasks: list[str] = []
         self._total_frames = 0
         self.root = prepare_out_dir(self.root, resume=resume, overwrite=overwrite)
         if resume and (self.root / INFO_PATH).exists():
             self._load_existing()
-        else:
+        H, W = spec.image_size
+        if spec.cameras and self._video["pix_fmt"].endswith("420p") and (H % 2 or W % 2):
+            raise World2ActError(f"{self.root}: image size {H}x{W} is odd; {self._video['pix_fmt']} video needs even "
+                                 "sizes (use --video-codec h264-444)")
+        if not (resume and (self.root / INFO_PATH).exists()):
             self._commit(write_tasks=True)
         self._clean_temp_files()
 
@@ -288,6 +474,11 @@ class LeRobotDatasetWriter:
     def tasks(self) -> list[str]:
         return list(self._tasks)
 
+    @property
+    def video_settings(self) -> dict:
+        """Encoder settings in use (``codec``, ``pix_fmt``, ``crf``, ``preset``)."""
+        return dict(self._video)
+
     # -- resume
     def _load_existing(self) -> None:
         ds = LeRobotDataset(self.root, check_files=False)
@@ -300,7 +491,13 @@ class LeRobotDatasetWriter:
         if w2a.get("video"):
             self._video.update(w2a["video"])
         self._tasks = list(ds.tasks)
-        self._rows = [{k: v for k, v in r.items() if not k.startswith("episode_meta/")} for r in ds._episodes]
+        self._rows = []
+        for r in ds._episodes:
+            row = {k: v for k, v in r.items() if not k.startswith("episode_meta/")}
+            for k in row:
+                if k.startswith(f"stats/{IMAGE_PREFIX}") and not k.endswith("/count") and row[k] is not None:
+                    row[k] = _image_stats_shape(row[k])
+            self._rows.append(row)
         self._total_frames = sum(int(r["length"]) for r in self._rows)
 
     def _clean_temp_files(self) -> None:
@@ -317,11 +514,14 @@ class LeRobotDatasetWriter:
         where = f"{self.root}: episode {idx}"
         if not isinstance(ep, Episode):
             raise World2ActError(f"{where}: expected an Episode, got {type(ep).__name__}")
+        s = self.spec
         try:
-            ep.validate(where)
+            if s.has_gripper_width:
+                ep.validate(where)
+            else:  # the width is not stored: it may be NaN (a dataset without a gripper-width feature)
+                dataclasses.replace(ep, gripper_width=np.zeros(len(ep.gripper_width), np.float32)).validate(where)
         except ValueError as e:
             raise World2ActError(str(e)) from None
-        s = self.spec
         if not isinstance(ep.task, str) or not ep.task.strip():
             raise World2ActError(f"{where}: task must be a non-empty string, got {ep.task!r}")
         if ep.actions.shape[1] != s.action_dim:
@@ -341,8 +541,9 @@ class LeRobotDatasetWriter:
             if ep.sim_states is None:
                 raise World2ActError(f"{where}: sim_states missing (the dataset spec has sim_state_dim={s.sim_state_dim})")
             sim = np.asarray(ep.sim_states, dtype=np.float64)
-            if sim.ndim != 2 or (s.sim_state_dim != VARIABLE and sim.shape[1] != s.sim_state_dim):
-                raise World2ActError(f"{where}: sim_states have shape {sim.shape}, the dataset's sim_state_dim is {s.sim_state_dim}")
+            if sim.ndim != 2 or (s.sim_state_dim != VARIABLE and not 0 < sim.shape[1] <= s.sim_state_dim):
+                raise World2ActError(f"{where}: sim_states have shape {sim.shape}, the dataset's sim_state_dim is "
+                                     f"{s.sim_state_dim} (narrower states are zero-padded, wider ones refused)")
             if not np.all(np.isfinite(sim)):
                 raise World2ActError(f"{where}: sim_states contain NaN or inf")
         if not isinstance(ep.meta, dict):
@@ -363,10 +564,12 @@ class LeRobotDatasetWriter:
 
         Args:
             ep: an :class:`~world2act.data.schema.Episode` matching the spec: actions
-                ``[T, A]``, states ``[T, S]``, gripper_width ``[T]``, images exactly for
-                ``spec.cameras`` as uint8 ``[T, H, W, 3]``, sim_states ``[T, N]`` iff the spec
-                has ``sim_state_dim``, meta a JSON-serialisable dict with string keys (not
-                ``episode_index/length/task/task_index/success``; tuples come back as lists).
+                ``[T, A]``, states ``[T, S]``, gripper_width ``[T]`` (ignored, may be NaN, when
+                the spec has no gripper width), images exactly for ``spec.cameras`` as uint8
+                ``[T, H, W, 3]``, sim_states ``[T, N']`` with ``N' <= sim_state_dim`` iff the
+                spec has one (zero-padded to ``sim_state_dim``), meta a JSON-serialisable dict
+                with string keys (not ``episode_index/length/task/task_index/success``; tuples
+                come back as lists).
 
         Returns:
             The new episode's index.
@@ -387,23 +590,36 @@ class LeRobotDatasetWriter:
         chunk, file = idx // self.chunks_size, idx  # file index = episode index (unique per dataset)
         start = self._total_frames
 
-        cols = {
-            ACTION: _fixed_list(actions, pa.float32()),
-            STATE: _fixed_list(states, pa.float32()),
-            GRIPPER: pa.array(grip, type=pa.float32()),
-        }
+        numeric: dict[str, np.ndarray] = {ACTION: actions}
+        cols = {ACTION: _fixed_list(actions, pa.float32())}
+        if self.spec.state_dim:
+            cols[STATE] = _fixed_list(states, pa.float32())
+            numeric[STATE] = states
+        if self.spec.has_gripper_width:
+            cols[GRIPPER] = pa.array(grip, type=pa.float32())
+            numeric[GRIPPER] = grip
+        sim_width = None
         if sim is not None:
+            sim_width = int(sim.shape[1])
             if self.spec.sim_state_dim == VARIABLE:
                 offsets = pa.array(np.arange(T + 1, dtype=np.int32) * sim.shape[1], type=pa.int32())
                 cols[SIM_STATE] = pa.ListArray.from_arrays(offsets, pa.array(sim.reshape(-1), type=pa.float64()))
             else:
+                if sim_width < self.spec.sim_state_dim:
+                    sim = np.concatenate([sim, np.zeros((T, self.spec.sim_state_dim - sim_width))], axis=1)
                 cols[SIM_STATE] = _fixed_list(sim, pa.float64())
+                numeric[SIM_STATE] = sim
         frame_index = np.arange(T, dtype=np.int64)
-        cols["timestamp"] = pa.array((frame_index / self.spec.fps).astype(np.float32), type=pa.float32())
-        cols["frame_index"] = pa.array(frame_index)
-        cols["episode_index"] = pa.array(np.full(T, idx, dtype=np.int64))
-        cols["index"] = pa.array(start + frame_index)
-        cols["task_index"] = pa.array(np.full(T, task_index, dtype=np.int64))
+        index_cols = {
+            "timestamp": (frame_index / self.spec.fps).astype(np.float32),
+            "frame_index": frame_index,
+            "episode_index": np.full(T, idx, dtype=np.int64),
+            "index": start + frame_index,
+            "task_index": np.full(T, task_index, dtype=np.int64),
+        }
+        for k, v in index_cols.items():
+            cols[k] = pa.array(v)
+            numeric[k] = v
         _write_parquet(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file), pa.table(cols))
 
         row: dict[str, Any] = {
@@ -421,15 +637,23 @@ class LeRobotDatasetWriter:
             key = image_key(cam)
             frames = ep.images[cam]
             write_video(self.root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file),
-                        frames, self.spec.fps, **self._video)
+                        frames, self.spec.fps, codec=self._video["codec"], pix_fmt=self._video["pix_fmt"],
+                        crf=self._video["crf"], preset=self._video["preset"])
             row[f"videos/{key}/chunk_index"] = chunk
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = 0.0
             row[f"videos/{key}/to_timestamp"] = T / self.spec.fps
-            for name, val in image_stats(frames).items():
-                row[f"stats/{key}/{name}"] = [int(v) for v in val] if name == "count" else [float(v) for v in val]
+        # LeRobot's per-episode statistics of every feature (its writer aggregates these).
+        for key, arr in numeric.items():
+            for name, val in numeric_stats(arr).items():
+                row[f"stats/{key}/{name}"] = val
+        for cam in self.spec.cameras:
+            for name, val in image_stats(ep.images[cam]).items():
+                row[f"stats/{image_key(cam)}/{name}"] = val
         row["meta/episodes/chunk_index"] = 0
         row["meta/episodes/file_index"] = 0
+        if sim_width is not None:
+            row["sim_state_width"] = sim_width
         row["meta_json"] = meta_json
 
         new_task = task_index == len(self._tasks)
@@ -458,9 +682,15 @@ class LeRobotDatasetWriter:
                     names.append(k)
         cols: dict[str, Any] = {}
         for k in names:
-            cols[k] = pa.array([r.get(k) for r in rows])
+            vals = [r.get(k) for r in rows]
+            if k.startswith("stats/") and k.endswith("/count"):
+                cols[k] = pa.array(vals, type=pa.list_(pa.int64()))
+            elif k.startswith("stats/"):
+                cols[k] = pa.array(vals)
+            else:
+                cols[k] = pa.array(vals)
         # Flat, typed copies of scalar meta values (readers use meta_json).
-        metas = [json.loads(r["meta_json"]) for r in rows]
+        metas = [json.loads(r["meta_json"]) if r.get("meta_json") else {} for r in rows]
         keys = sorted({k for m in metas for k in m})
         for k in keys:
             vals = [m.get(k) for m in metas]
@@ -507,7 +737,7 @@ class LeRobotDatasetWriter:
             "splits": {"train": f"0:{n}"},
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if s.cameras else None,
-            "features": _features(s),
+            "features": _features(s, self._video),
             "world2act": {
                 "spec": s.to_dict(),
                 "layout": "one data file and one video file per episode (file index = episode index)",
@@ -519,23 +749,33 @@ class LeRobotDatasetWriter:
         # Order matters for crash safety: tasks (append-only) -> episodes (commit point) -> info.
         if write_tasks or not (self.root / TASKS_PATH).exists():
             _write_parquet(self.root / TASKS_PATH, self._tasks_table())
+        for r in self._rows:  # every row lives in the one episode table written here
+            r["meta/episodes/chunk_index"], r["meta/episodes/file_index"] = 0, 0
         _write_parquet(self.root / EPISODES_PATH, self._episodes_table())
+        # Episode tables another writer (LeRobot appending to this dataset) left beside ours
+        # now duplicate rows of file-000 (the reader keeps file-000's): remove them.
+        for p in sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+            if p != self.root / EPISODES_PATH:
+                p.unlink(missing_ok=True)
         write_json(self.root / INFO_PATH, self._info())
 
     def finalize(self) -> None:
         """Write ``meta/stats.json`` over all committed episodes.
 
         Numeric features (``action``, ``observation.state``, ``observation.gripper_width``,
-        and ``sim_state`` when it has a fixed width): mean, std, min, max, q01, q99, count
-        (from all frames). Cameras: per-channel mean, std, min, max in [0, 1] and count,
-        aggregated exactly from per-episode statistics. See :mod:`world2act.data.stats`.
-        Safe to call repeatedly; adding an episode afterwards deletes the stale stats file.
+        ``sim_state`` when it has a fixed width, and ``timestamp``, ``frame_index``,
+        ``episode_index``, ``index``, ``task_index``): mean, std, min, max, q01, q10, q50, q90,
+        q99, count, exact over all frames. Cameras: the same per channel in [0, 1], shaped
+        (3, 1, 1), combined from per-episode statistics (quantiles count-weighted, as LeRobot
+        does). See :mod:`world2act.data.stats`. Safe to call repeatedly; adding an episode
+        afterwards deletes the stale stats file.
         """
         if not self._rows:
             write_json(self.root / STATS_PATH, {})
             return
         ds = LeRobotDataset(self.root, check_files=False)
-        keys = [ACTION, STATE, GRIPPER] + ([SIM_STATE] if self.spec.sim_state_dim not in (None, VARIABLE) else [])
+        keys = [ACTION] + ([STATE] if self.spec.state_dim else []) + ([GRIPPER] if self.spec.has_gripper_width else [])
+        keys += ([SIM_STATE] if self.spec.sim_state_dim not in (None, VARIABLE) else []) + list(INDEX_FEATURES)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         for i in range(ds.num_episodes):
             cols = ds._read_frames(i, columns=keys)
@@ -544,7 +784,10 @@ class LeRobotDatasetWriter:
         stats = compute_stats({k: np.concatenate(v) for k, v in parts.items()})
         for cam in self.spec.cameras:
             key = image_key(cam)
-            per_ep = [{n: r[f"stats/{key}/{n}"] for n in ("mean", "std", "min", "max", "count")} for r in self._rows]
+            names = [n for n in ("mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99", "count")
+                     if all(r.get(f"stats/{key}/{n}") is not None for r in self._rows)]
+            per_ep = [{n: _image_stats_shape(r[f"stats/{key}/{n}"]) if n != "count" else r[f"stats/{key}/{n}"]
+                       for n in names} for r in self._rows]
             stats[key] = aggregate_stats(per_ep)
         write_json(self.root / STATS_PATH, stats)
 
@@ -560,12 +803,13 @@ class LeRobotDatasetWriter:
 
 
 class LeRobotDataset:
-    """Read a LeRobot v3 dataset written by :class:`LeRobotDatasetWriter`.
+    """Read a LeRobot v3 dataset: one written by :class:`LeRobotDatasetWriter` or by LeRobot.
 
     Opening reads ``meta/info.json``, ``meta/tasks.parquet`` and the episode table and checks
     that every episode's data and video files exist; frames are read per episode on demand.
     Episodes whose data share a file (datasets written by LeRobot itself) are supported via
-    ``dataset_from_index``/``dataset_to_index`` and the video timestamps.
+    ``dataset_from_index``/``dataset_to_index`` (the file is read once and kept while
+    consecutive episodes use it) and their videos by seeking to ``from_timestamp``.
 
     Args:
         root: dataset folder.
@@ -573,12 +817,13 @@ class LeRobotDataset:
 
     Attributes:
         spec (DatasetSpec), fps (float), num_episodes (int; also ``len(ds)``), num_frames,
-        cameras (tuple[str, ...]), tasks (list[str], position = task_index),
-        stats (dict from meta/stats.json, or None before ``finalize``), info (dict).
+        cameras (tuple[str, ...]), camera_keys (camera -> feature key), features (info.json's
+        features), tasks (list[str], position = task_index), stats (dict from
+        meta/stats.json, or None before ``finalize``), info (dict).
 
     Raises:
-        World2ActError: a missing or corrupt ``info.json``, tasks or episodes parquet, or a
-            missing data/video file (the message names the file).
+        World2ActError: a missing or corrupt ``info.json``, tasks or episodes parquet, no
+            ``action`` feature, or a missing data/video file (the message names the file).
     """
 
     def __init__(self, root: str | os.PathLike, *, check_files: bool = True) -> None:
@@ -595,24 +840,27 @@ class LeRobotDataset:
         if not str(info["codebase_version"]).startswith("v3"):
             raise World2ActError(f"{info_path}: codebase_version {info['codebase_version']!r} is not supported (need v3.x)")
         self.info: dict[str, Any] = info
+        self.features: dict[str, Any] = info["features"]
         self.spec: DatasetSpec = _spec_from_info(info, info_path)
         self.fps = float(self.spec.fps)
         self.cameras: tuple[str, ...] = self.spec.cameras
-
-        tasks_path = self.root / TASKS_PATH
-        tt = _read_parquet(tasks_path, "tasks")
-        if "task" not in tt.column_names or "task_index" not in tt.column_names:
-            raise World2ActError(f"{tasks_path}: needs columns 'task' and 'task_index', has {tt.column_names}")
-        order = np.argsort(tt.column("task_index").to_numpy(zero_copy_only=False))
-        names = tt.column("task").to_pylist()
-        self.tasks: list[str] = [names[j] for j in order]
+        keys = _camera_keys(self.features)
+        self.camera_keys: dict[str, str] = {c: keys.get(c, image_key(c)) for c in self.cameras}
+        self.camera_sizes: dict[str, tuple[int, int]] = {
+            c: (_image_hw(self.features[k]) if k in self.features else tuple(self.spec.image_size))
+            for c, k in self.camera_keys.items()}
+        self.tasks: list[str] = _read_tasks(self.root / TASKS_PATH)
 
         ep_files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not ep_files:
             raise World2ActError(f"{self.root / EPISODES_PATH}: episodes file not found")
         rows: list[dict[str, Any]] = []
-        for p in ep_files:
-            rows.extend(_read_parquet(p, "episodes").to_pylist())
+        seen_eps: set = set()
+        for p in ep_files:  # a row repeated in a later file (an interrupted rewrite) is skipped
+            for r in _read_parquet(p, "episodes").to_pylist():
+                if r.get("episode_index") not in seen_eps:
+                    seen_eps.add(r.get("episode_index"))
+                    rows.append(r)
         rows.sort(key=lambda r: r.get("episode_index", -1))
         for i, r in enumerate(rows):
             if r.get("episode_index") != i or "length" not in r:
@@ -620,11 +868,17 @@ class LeRobotDataset:
         self._episodes = rows
         self._stats: dict | None = None
         self._stats_loaded = False
+        self._table_cache: tuple[Path, Any, np.ndarray | None] | None = None
         if check_files:
+            seen: set[Path] = set()
             for i in range(len(rows)):
-                for p in [self._data_path(i)] + [self._video_path(i, c) for c in self.cameras]:
+                paths = [self._data_path(i)] + [self._video_path(i, c) for c in self.cameras if self._is_video(c)]
+                for p in paths:
+                    if p in seen:
+                        continue
                     if not p.is_file():
                         raise World2ActError(f"{p}: file of episode {i} not found (dataset {self.root})")
+                    seen.add(p)
 
     # -- basic properties
     @property
@@ -647,6 +901,25 @@ class LeRobotDataset:
             self._stats_loaded = True
         return self._stats
 
+    def feature_names(self, key: str) -> list[str] | None:
+        """The dimension names of feature ``key`` (flattened), or None when not given."""
+        f = self.features.get(key)
+        return flat_names(f.get("names")) if isinstance(f, dict) else None
+
+    def feature_width(self, key: str) -> int:
+        """Number of values per frame of feature ``key`` (1 for a scalar feature).
+
+        Raises:
+            World2ActError: the dataset has no such feature (the message lists the features).
+        """
+        f = self.features.get(key)
+        if not isinstance(f, dict):
+            raise World2ActError(f"{self.root}: no feature {key!r} (features: {', '.join(self.features)})")
+        if key == SIM_STATE and self.spec.sim_state_dim is not None:
+            return int(self.spec.sim_state_dim)
+        shape = list(f.get("shape") or [1])
+        return int(np.prod(shape))
+
     def __repr__(self) -> str:
         return f"LeRobotDataset({str(self.root)!r}, episodes={self.num_episodes}, cameras={list(self.cameras)})"
 
@@ -656,13 +929,17 @@ class LeRobotDataset:
             raise World2ActError(f"{self.root}: episode index {i!r} out of range (dataset has {len(self._episodes)} episodes)")
         return self._episodes[int(i)]
 
+    def _is_video(self, cam: str) -> bool:
+        f = self.features.get(self.camera_keys[cam])
+        return not isinstance(f, dict) or f.get("dtype") == "video"
+
     def _data_path(self, i: int) -> Path:
         r = self._row(i)
         return self.root / self.info["data_path"].format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"])
 
     def _video_path(self, i: int, cam: str) -> Path:
         r = self._row(i)
-        key = image_key(cam)
+        key = self.camera_keys[cam]
         tmpl = self.info.get("video_path") or VIDEO_PATH
         return self.root / tmpl.format(video_key=key, chunk_index=r[f"videos/{key}/chunk_index"],
                                        file_index=r[f"videos/{key}/file_index"])
@@ -672,40 +949,77 @@ class LeRobotDataset:
         """Metadata of episode ``i`` without reading frames.
 
         Returns:
-            ``{**Episode.meta, "episode_index", "length", "task", "task_index", "success"}``.
+            ``{**Episode.meta, "episode_index", "length", "task", "task_index", "success"}``
+            (``success`` is True for datasets that do not record it).
         """
         r = self._row(i)
         meta = json.loads(r["meta_json"]) if r.get("meta_json") else {}
-        task_index = int(r.get("task_index", self.tasks.index(r["tasks"][0]) if r.get("tasks") else 0))
-        task = r["tasks"][0] if r.get("tasks") else self.tasks[task_index]
+        tasks = r.get("tasks") or []
+        if r.get("task_index") is not None:
+            task_index = int(r["task_index"])
+        else:
+            task_index = self.tasks.index(tasks[0]) if tasks and tasks[0] in self.tasks else 0
+        task = tasks[0] if tasks else (self.tasks[task_index] if task_index < len(self.tasks) else "")
+        success = r.get("success")
         meta.update(episode_index=int(i), length=int(r["length"]), task=task, task_index=task_index,
-                    success=bool(r.get("success", True)))
+                    success=True if success is None else bool(success))
         return meta
 
-    def _read_frames(self, i: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Numeric per-frame columns of episode ``i`` (``[T, D]`` or ``[T]``)."""
+    def _episode_table(self, i: int):
+        """The rows of episode ``i`` from its data file (cached while episodes share the file)."""
         r = self._row(i)
         path = self._data_path(i)
         T = int(r["length"])
-        want = list(columns) if columns is not None else None
-        read_cols = None if want is None else sorted(set(want) | {"index"})
-        table = _read_parquet(path, "data", columns=None)
-        if read_cols is not None:
-            absent = [c for c in read_cols if c not in table.column_names]
-            if absent:
-                raise World2ActError(f"{path}: data file lacks columns {absent}")
-            table = table.select(read_cols)
-        if table.num_rows != T:  # several episodes share this file (written by LeRobot itself)
+        if self._table_cache is None or self._table_cache[0] != path:
+            table = _read_parquet(path, "data")
+            idx = None
+            if "index" in table.column_names and table.num_rows != T:
+                idx = table.column("index").to_numpy(zero_copy_only=False)
+            self._table_cache = (path, table, idx)
+        _, table, idx = self._table_cache
+        if table.num_rows == T:
+            return table, path
+        # several episodes share this file (written by LeRobot itself)
+        if idx is not None and r.get("dataset_from_index") is not None:
+            lo, hi = int(r["dataset_from_index"]), int(r.get("dataset_to_index", int(r["dataset_from_index"]) + T))
+            if np.all(idx[1:] >= idx[:-1]):
+                a, b = np.searchsorted(idx, lo, "left"), np.searchsorted(idx, hi, "left")
+                sub = table.slice(int(a), int(b - a))
+            else:
+                import pyarrow.compute as pc
+
+                col = table.column("index")
+                sub = table.filter(pc.and_(pc.greater_equal(col, lo), pc.less(col, hi)))
+        elif "episode_index" in table.column_names:
             import pyarrow.compute as pc
 
-            lo, hi = int(r.get("dataset_from_index", 0)), int(r.get("dataset_to_index", T))
-            idx = table.column("index")
-            table = table.filter(pc.and_(pc.greater_equal(idx, lo), pc.less(idx, hi)))
-            if table.num_rows != T:
-                raise World2ActError(f"{path}: has {table.num_rows} rows for episode {i}, expected {T}")
+            sub = table.filter(pc.equal(table.column("episode_index"), int(i)))
+        else:
+            sub = table
+        if sub.num_rows != T:
+            raise World2ActError(f"{path}: has {sub.num_rows} rows for episode {i}, expected {T}")
+        return sub, path
+
+    def read_columns(self, i: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Numeric per-frame columns of episode ``i`` (``[T, D]`` for vector features, ``[T]``
+        for scalar ones), e.g. ``ds.read_columns(0, ["action"])["action"]``.
+
+        Raises:
+            World2ActError: a column the data file lacks (named, with the file).
+        """
+        return self._read_frames(i, columns)
+
+    def _read_frames(self, i: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        table, path = self._episode_table(i)
+        want = list(columns) if columns is not None else [
+            c for c in table.column_names if not (isinstance(self.features.get(c), dict)
+                                                  and self.features[c].get("dtype") in ("image", "video", "string"))]
+        absent = [c for c in want if c not in table.column_names]
+        if absent:
+            raise World2ActError(f"{path}: data file lacks columns {absent}")
         out = {}
-        for c in table.column_names:
-            dtype = np.float64 if c == SIM_STATE else (np.int64 if c in ("frame_index", "episode_index", "index", "task_index") else np.float32)
+        for c in want:
+            dtype = np.float64 if c == SIM_STATE else (np.int64 if c in INDEX_FEATURES[1:] else np.float32)
             out[c] = _column_matrix(table, c, dtype, path)
         return out
 
@@ -719,9 +1033,11 @@ class LeRobotDataset:
                 fast path for segmentation and statistics.
 
         Returns:
-            An :class:`Episode` with actions ``[T, A]`` float32, states ``[T, S]`` float32,
-            gripper_width ``[T]`` float32, sim_states ``[T, N]`` float64 or None, images
-            camera -> uint8 ``[T, H, W, 3]``, task, success, and meta (as written).
+            An :class:`Episode` with actions ``[T, A]`` float32, states ``[T, S]`` float32
+            (``[T, 0]`` without a state feature), gripper_width ``[T]`` float32 (NaN when the
+            dataset has no ``observation.gripper_width``), sim_states ``[T, N]`` float64 (the
+            episode's own width) or None, images camera -> uint8 ``[T, H, W, 3]``, task,
+            success, and meta (as written).
 
         Raises:
             World2ActError: index out of range, an unknown camera (valid ones listed), or a
@@ -737,30 +1053,64 @@ class LeRobotDataset:
             unknown = [c for c in cameras if c not in self.cameras]
             if unknown:
                 raise World2ActError(f"{self.root}: unknown cameras {unknown} (dataset has {list(self.cameras)})")
-        cols = [ACTION, STATE, GRIPPER] + ([SIM_STATE] if self.spec.sim_state_dim is not None else [])
+        s = self.spec
+        cols = [ACTION] + ([STATE] if s.state_dim else []) + ([GRIPPER] if s.has_gripper_width else [])
+        cols += [SIM_STATE] if s.sim_state_dim is not None else []
         data = self._read_frames(i, cols)
+        actions = data[ACTION].reshape(T, -1)
+        states = data[STATE].reshape(T, -1) if s.state_dim else np.zeros((T, 0), np.float32)
+        grip = data[GRIPPER].reshape(T) if s.has_gripper_width else np.full(T, np.nan, np.float32)
+        sim = data.get(SIM_STATE)
+        if sim is not None:
+            sim = sim.reshape(T, -1)
+            width = r.get("sim_state_width")
+            if width is not None and 0 < int(width) < sim.shape[1]:
+                sim = np.ascontiguousarray(sim[:, :int(width)])
         images: dict[str, np.ndarray] = {}
         if load_images:
             for cam in cameras:
-                images[cam] = self._read_video_frames(i, cam, T)
+                images[cam] = self._read_video_frames(i, cam, T) if self._is_video(cam) else self._read_image_frames(i, cam, T)
         meta = json.loads(r["meta_json"]) if r.get("meta_json") else {}
         em = self.episode_meta(i)
-        ep = Episode(task=em["task"], actions=data[ACTION], states=data[STATE], gripper_width=data[GRIPPER].reshape(T),
-                     images=images, sim_states=data.get(SIM_STATE), success=em["success"], meta=meta)
-        return ep
+        return Episode(task=em["task"], actions=actions, states=states, gripper_width=grip,
+                       images=images, sim_states=sim, success=em["success"], meta=meta)
+
+    def _check_frames(self, frames: np.ndarray, cam: str, where: Path) -> np.ndarray:
+        H, W = self.camera_sizes[cam]
+        if frames.shape[1:3] != (H, W):
+            raise World2ActError(f"{where}: video frames are {frames.shape[1]}x{frames.shape[2]}, the dataset declares "
+                                 f"{H}x{W} for camera {cam!r}")
+        return frames
 
     def _read_video_frames(self, i: int, cam: str, T: int) -> np.ndarray:
         r = self._row(i)
         path = self._video_path(i, cam)
-        frames = read_video(path)
-        key = image_key(cam)
-        start = int(round(float(r.get(f"videos/{key}/from_timestamp", 0.0)) * self.fps))
-        if frames.shape[0] < start + T:
-            raise World2ActError(f"{path}: video has {frames.shape[0]} frames, episode {i} needs frames {start}..{start + T - 1}")
-        H, W = self.spec.image_size
-        if frames.shape[1:3] != (H, W):
-            raise World2ActError(f"{path}: video frames are {frames.shape[1]}x{frames.shape[2]}, dataset image_size is {H}x{W}")
-        return frames[start:start + T]
+        start = float(r.get(f"videos/{self.camera_keys[cam]}/from_timestamp") or 0.0)
+        return self._check_frames(read_video_span(path, start, T, self.fps), cam, path)
+
+    def _read_image_frames(self, i: int, cam: str, T: int) -> np.ndarray:
+        """Frames of an ``image`` feature (PNG/JPEG bytes in the data parquet, LeRobot's layout)."""
+        import io
+
+        from PIL import Image
+
+        table, path = self._episode_table(i)
+        key = self.camera_keys[cam]
+        if key not in table.column_names:
+            raise World2ActError(f"{path}: data file lacks the image column {key!r}")
+        frames = []
+        for cell in table.column(key).to_pylist():
+            try:
+                if isinstance(cell, dict) and cell.get("bytes"):
+                    img = Image.open(io.BytesIO(cell["bytes"]))
+                elif isinstance(cell, dict) and cell.get("path"):
+                    img = Image.open(self.root / cell["path"])
+                else:
+                    raise ValueError("no image bytes or path")
+                frames.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+            except (OSError, ValueError) as e:
+                raise World2ActError(f"{path}: undecodable image in column {key!r} of episode {i} ({e})") from None
+        return self._check_frames(np.stack(frames), cam, path)
 
     def iter_episodes(self, cameras: Sequence[str] | None = None, load_images: bool = True) -> Iterator[Episode]:
         """Yield every episode in order (same arguments as :meth:`load_episode`)."""
