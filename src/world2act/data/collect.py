@@ -15,6 +15,12 @@ number of workers or interruptions (``--resume``).
 Output (``--out``): the dataset (``meta/info.json``, ``data/``, ``videos/``), per-episode meta
 ``benchmark, task_id, task_name, seed, attempt``, ``meta/collect_stats.json`` (attempts,
 successes, success rate per task, demos/min) and ``manifest.json``.
+
+Simulator states are stored with one fixed width per dataset (LeRobot's writer can then append
+to it): before collecting, each task's state width is read from one reset of its env (a
+LIBERO scene's width depends on its objects), the dataset's ``sim_state`` gets the largest,
+and narrower states are zero-padded (see :class:`~world2act.data.lerobot.DatasetSpec`).
+Videos use ``--video-codec`` (default ``h264``: yuv420p, browser-playable).
 """
 from __future__ import annotations
 
@@ -51,6 +57,9 @@ class CollectConfig:
         max_attempts: attempts allowed per task (None → 3 × episodes).
         seed: selects a block of 10000 demo seeds (0..9).
         max_steps: step cap per episode (None → the suite's budget).
+        video_codec: video preset (:data:`world2act.data.video.VIDEO_PRESETS`: ``h264``
+            yuv420p browser-playable (default), ``h264-444`` full chroma, ``h264-lossless``,
+            ``av1``).
     """
 
     benchmark: str
@@ -62,6 +71,7 @@ class CollectConfig:
     max_attempts: int | None = None
     seed: int = 0
     max_steps: int | None = None
+    video_codec: str = "h264"
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -81,6 +91,20 @@ def _get_env(benchmark: str, task_id, size: int, cameras: tuple[str, ...]):
         env = make_env(benchmark, task_id, camera_size=(size, size), cameras=cameras)
         _ENV_CACHE[key] = env
     return env
+
+
+def sim_state_width(job: dict) -> dict:
+    """Worker side: the simulator-state width of ``job["task_id"]`` after one reset.
+
+    Args:
+        job: ``dict(benchmark, task_id, seed, image_size, cameras)``.
+
+    Returns:
+        ``dict(task_id, width)``.
+    """
+    env = _get_env(job["benchmark"], job["task_id"], int(job["image_size"]), tuple(job["cameras"]))
+    env.reset(seed=int(job["seed"]))
+    return dict(task_id=job["task_id"], width=int(np.asarray(env.get_sim_state()).shape[0]))
 
 
 def collect_episode(job: dict) -> dict:
@@ -160,6 +184,9 @@ def _validate(cfg: CollectConfig) -> tuple[list, tuple[str, ...], dict]:
         raise World2ActError(f"--image-size must be an even number >= 8 (video encoding), got {cfg.image_size}")
     if not 0 <= int(cfg.seed) < 10:
         raise World2ActError(f"--seed must be in 0..9 for collect (each value selects a block of {SEED_BLOCK} demo seeds), got {cfg.seed}")
+    from world2act.data.video import video_preset
+
+    video_preset(cfg.video_codec)  # raises with the valid names
     if cfg.max_attempts is not None and int(cfg.max_attempts) < 1:
         raise World2ActError(f"--max-attempts must be >= 1, got {cfg.max_attempts}")
     from world2act.experts import supported_tasks
@@ -196,6 +223,51 @@ def _existing_progress(out: Path, tasks: list) -> tuple[dict, dict]:
     return written, next_attempt
 
 
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an unusable ``--out`` before any simulator starts (nothing is changed here)."""
+    if out.exists() and not out.is_dir():
+        raise World2ActError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        raise World2ActError(f"{out}: folder exists and is not empty (pass --resume to continue or --overwrite to replace it)")
+
+
+def _sim_state_dim(cfg: CollectConfig, out: Path, tasks: list, cams: tuple, index: dict, resume: bool) -> int:
+    """The dataset's fixed ``sim_state`` width: the widest of the tasks' simulator states.
+
+    On ``--resume`` the existing dataset's width is kept (a dataset written before 2026-12
+    keeps its per-episode width, ``-1``); a task whose states are wider is refused.
+    """
+    from world2act.envs import seed_for
+    from world2act.envs.parallel import is_error, run_jobs
+
+    existing = None
+    if resume and (out / "meta" / "info.json").is_file():
+        from world2act.data import LeRobotDataset
+        from world2act.data.lerobot import VARIABLE
+
+        existing = LeRobotDataset(out, check_files=False).spec.sim_state_dim
+        if existing == VARIABLE or existing is None:
+            return existing
+    jobs = [dict(benchmark=cfg.benchmark, task_id=t, seed=seed_for("demos", index[t], SEED_BLOCK * cfg.seed),
+                 image_size=cfg.image_size, cameras=cams) for t in tasks]
+    res = run_jobs(sim_state_width, jobs, min(cfg.workers, len(jobs)), desc=None)
+    errors = [r for r in res if is_error(r)]
+    if errors:
+        raise World2ActError(f"collect: could not start the {cfg.benchmark} simulator to read the state size "
+                             f"({errors[0].error})")
+    widths = {r["task_id"]: r["width"] for r in res}
+    log.info("simulator state widths: %s", widths)
+    width = max(widths.values())
+    if existing is not None:
+        wide = {t: w for t, w in widths.items() if w > existing}
+        if wide:
+            raise World2ActError(f"{out}: cannot resume: the simulator states of task(s) {sorted(wide)} have "
+                                 f"{max(wide.values())} values, the dataset's sim_state holds {existing}; "
+                                 "collect these tasks into a new --out")
+        return existing
+    return width
+
+
 def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
     """Collect demonstrations (see the module docstring); returns the stats dict.
 
@@ -204,7 +276,6 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
             before any simulator starts.
     """
     from world2act.data import DatasetSpec, LeRobotDatasetWriter
-    from world2act.data.lerobot import VARIABLE
     from world2act.envs import seed_for, step_budget
     from world2act.envs.parallel import is_error, run_jobs
     from world2act.utils.io import write_json
@@ -213,11 +284,13 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
     started = time.time()
     tasks, cams, index = _validate(cfg)
     out = Path(out)
+    _check_out(out, resume, overwrite)
     is_mw = cfg.benchmark == "metaworld"
+    sim_dim = _sim_state_dim(cfg, out, tasks, cams, index, resume and not overwrite)
     spec = DatasetSpec(fps=80.0 if is_mw else 20.0, action_dim=4 if is_mw else 7, state_dim=4 if is_mw else 8,
                        cameras=cams, image_size=(cfg.image_size, cfg.image_size), benchmark=cfg.benchmark,
-                       robot_type=ROBOT_TYPE.get(cfg.benchmark, "panda"), sim_state_dim=VARIABLE)
-    writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite)  # refuses a non-empty out
+                       robot_type=ROBOT_TYPE.get(cfg.benchmark, "panda"), sim_state_dim=sim_dim)
+    writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite, video=cfg.video_codec)
     written, next_attempt = _existing_progress(out, tasks) if resume else ({t: 0 for t in tasks}, {t: 0 for t in tasks})
     N = int(cfg.episodes)
     cap = int(cfg.max_attempts) if cfg.max_attempts else 3 * N
@@ -331,6 +404,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores; 0 = in this process)")
     p.add_argument("--max-attempts", type=int, default=None, help="rollouts allowed per task (default 3 x --episodes)")
     p.add_argument("--max-steps", type=int, default=None, help="step cap per episode (default: the suite's budget; Meta-World 500)")
+    p.add_argument("--video-codec", default="h264", help="video encoding: h264 (default; yuv420p, browser-playable), "
+                   "h264-444 (full chroma), h264-lossless (yuv444p CRF 0), av1 (LeRobot's codec)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted collection in --out up to --episodes per task")
     p.add_argument("--overwrite", action="store_true", help="delete --out first")
 
@@ -348,7 +423,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = CollectConfig(benchmark=args.benchmark, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], episodes=args.episodes, image_size=args.image_size,
                         cameras=args.cameras.split(",") if args.cameras else None,
                         workers=default_workers() if args.workers is None else args.workers,
-                        max_attempts=args.max_attempts, seed=args.seed, max_steps=args.max_steps)
+                        max_attempts=args.max_attempts, seed=args.seed, max_steps=args.max_steps,
+                        video_codec=args.video_codec)
     stats = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"collect: {stats['episodes_written']} demonstrations in {args.out} "
           f"({stats['new_episodes']} new, {stats['demos_per_min']:.1f} demos/min, expert success rate "
