@@ -121,6 +121,45 @@ def robust_open_width(widths: np.ndarray, q: float = 99.5) -> float:
     return float(np.percentile(w, q))
 
 
+#: Conventions of a ``--gripper-from`` dimension: which end of its range means "closed".
+CONVENTIONS = ("close-high", "open-high")
+
+
+def signal_range(values: np.ndarray, q: float = 0.5) -> tuple[float, float]:
+    """Robust range ``(lo, hi)`` = the ``q``-th and ``(100 - q)``-th percentiles of finite values.
+
+    Raises:
+        World2ActError: no finite values.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        raise World2ActError("cannot calibrate the gripper signal: no finite values")
+    return float(np.percentile(x, q)), float(np.percentile(x, 100.0 - q))
+
+
+def width_from_command(values: np.ndarray, lo: float, hi: float, convention: str = "close-high") -> np.ndarray:
+    """A width-like signal in [0, 1] (1 = fully open, 0 = fully closed) from a gripper action
+    or state dimension (``world2act segment --gripper-from``).
+
+    The values are min-max scaled with the range ``[lo, hi]`` (:func:`signal_range` over the
+    dataset, or over one episode) and clipped: ``u = clip((x - lo) / (hi - lo), 0, 1)``; the
+    width is ``1 - u`` when high values mean closed (``close-high``: a gripper command in
+    [-1, 1] with +1 = close, as LIBERO, Meta-World and LeRobot's LIBERO data) and ``u`` when
+    high values mean open (``open-high``: a finger position or gap). With ``w_open = 1`` the
+    closure signal ``c = 1 - w`` is then 0 when fully open and 1 when fully closed.
+
+    Raises:
+        ValueError: an unknown convention or ``hi <= lo`` (a constant signal).
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if not hi > lo:
+        raise ValueError(f"the gripper signal is constant ({lo:.4g}): nothing to segment")
+    u = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return 1.0 - u if convention == "close-high" else u
+
+
 def closure_signal(width: np.ndarray, w_open: float) -> np.ndarray:
     """Closure signal ``c_t = 1 - w_t / w_open`` (paper Sec. 3.1).
 

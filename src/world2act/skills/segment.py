@@ -16,6 +16,11 @@ them one to one (:mod:`~world2act.skills.sync`) and writes:
   discard reason and its explanation;
 * ``OUT/meta/skill_lengths.png``: overlaid length histograms; ``OUT/manifest.json``.
 
+Any LeRobot v3 dataset works: without an ``observation.gripper_width`` feature the closure
+signal comes from a gripper action or state dimension named with ``--gripper-from``
+(``action:6``, ``action:gripper``, ``state:7:close-high``; see :class:`GripperSource` for the
+rule).
+
 Segmenting the same dataset twice gives identical files (except the manifest's timestamps).
 ``--resume`` continues an interrupted run (clips already written are kept, decisions are
 recomputed deterministically); ``--overwrite`` starts over.
@@ -32,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from world2act import World2ActError
-from world2act.skills.contacts import (BENCHMARK_DEFAULTS, ContactParams, benchmark_family, detect_events,
-                                       event_summary, robust_open_width)
+from world2act.skills.contacts import (BENCHMARK_DEFAULTS, CONVENTIONS, ContactParams, benchmark_family,
+                                       detect_events, event_summary, robust_open_width, signal_range,
+                                       width_from_command)
 from world2act.skills.decompose import SchemaDecomposer, SkillStep, UnparseableInstruction
 from world2act.skills.llm import LLMConfig
 from world2act.skills.sync import EpisodeSegmentation, align_schema, sync_summary
@@ -73,6 +79,12 @@ class SegmentConfig:
             and tried again) are ignored as false positives (0 = strict; see sync.align_schema).
         include_failed: also segment episodes recorded as unsuccessful (default: skipped and
             counted in ``episodes_skipped``, not in the sync rate).
+        gripper_from: ``SOURCE:DIM[:CONVENTION]`` — derive the closure signal from a gripper
+            action or state dimension instead of ``observation.gripper_width`` (needed when
+            the dataset has none; see :class:`GripperSource`). Empty = use the width.
+        video_codec: video preset of the skill dataset (``h264``, ``h264-444``,
+            ``h264-lossless``, ``av1``); empty = the source dataset's settings when world2act
+            wrote it, else ``h264``.
         llm: LLM settings (used with ``decomposer="llm"``).
         progress: show progress bars.
     """
@@ -90,6 +102,8 @@ class SegmentConfig:
     min_clip_frames: int = 8
     max_ignored_retries: int = 2
     include_failed: bool = False
+    gripper_from: str = ""
+    video_codec: str = ""
     llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
     progress: bool = True
 
@@ -107,6 +121,90 @@ class SegmentConfig:
                 raise World2ActError(f"--w-open {w!r}: valid choices are dataset, benchmark, episode or a positive number") from None
         if self.min_clip_frames < 1:
             raise World2ActError(f"--min-clip-frames {self.min_clip_frames}: must be >= 1")
+        if self.video_codec:
+            from world2act.data.video import video_preset
+
+            video_preset(self.video_codec)
+
+
+@dataclasses.dataclass(frozen=True)
+class GripperSource:
+    """Where ``--gripper-from`` takes the closure signal from, and how it becomes a width.
+
+    Spec ``SOURCE:DIM[:CONVENTION]``: ``SOURCE`` is ``action``, ``state`` (=
+    ``observation.state``) or any numeric feature key; ``DIM`` an index into it or one of its
+    dimension names (``action:6`` = ``action:gripper`` for LIBERO); ``CONVENTION`` says which
+    end of the range means closed: ``close-high`` (default for actions: a gripper command in
+    [-1, 1] with +1 = close, as LIBERO, Meta-World and LeRobot's LIBERO data) or ``open-high``
+    (default for everything else: a finger position or gap that grows as the gripper opens;
+    LIBERO's right finger ``state:7`` is negative when open, so it is ``state:7:close-high``).
+
+    The rule (:func:`~world2act.skills.contacts.width_from_command`): the values are scaled to
+    [0, 1] with the range between their 0.5th and 99.5th percentiles over the dataset (over
+    each episode with ``--w-open episode``), flipped for ``close-high``, which gives a width
+    with 1 = fully open, 0 = fully closed. So ``w_open`` is 1 (a number given with ``--w-open``
+    is used as is; ``--w-open benchmark`` is refused), and the closure is ``c = 1 - w``. The
+    default threshold ``tau`` is 0.5 for an action (a command switches between its extremes:
+    the midpoint) and, for a state, the benchmark's (LIBERO 0.10, Meta-World 0.30; 0.10 when
+    the benchmark is unknown: a gripper holding a wide object closes only ~20% of its range).
+    """
+
+    spec: str
+    key: str
+    dim: int
+    name: str | None
+    convention: str
+
+    @property
+    def is_action(self) -> bool:
+        from world2act.data.lerobot import ACTION
+
+        return self.key == ACTION
+
+    def describe(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"{self.key}[{self.dim}]{label} ({self.convention})"
+
+
+def parse_gripper_from(spec: str, ds, where) -> GripperSource:
+    """Resolve a ``--gripper-from`` spec against dataset ``ds`` (see :class:`GripperSource`).
+
+    Raises:
+        World2ActError: a malformed spec, a feature the dataset lacks, or a dimension it does
+            not have (one line naming the dataset and the feature, with the valid choices).
+    """
+    from world2act.data.lerobot import ACTION, STATE
+
+    parts = str(spec).split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise World2ActError(f"--gripper-from {spec!r}: expected SOURCE:DIM[:close-high|open-high] with SOURCE "
+                             f"'action' or 'state' (dataset {where}, action names: {ds.feature_names(ACTION)})")
+    source, token = parts[0], parts[1]
+    key = {"action": ACTION, "state": STATE}.get(source, source)
+    feat = ds.features.get(key)
+    if not isinstance(feat, dict) or feat.get("dtype") in ("video", "image", "string"):
+        numeric = [k for k, f in ds.features.items() if isinstance(f, dict) and f.get("dtype") not in ("video", "image", "string")]
+        raise World2ActError(f"--gripper-from {spec!r}: dataset {where} has no numeric feature {key!r} "
+                             f"(numeric features: {', '.join(numeric)})")
+    width = ds.feature_width(key)
+    names = ds.feature_names(key)
+    names = names if names and len(names) == width else None
+    valid = f"0..{width - 1}" + (f" or a name: {', '.join(names)}" if names else "")
+    try:
+        dim = int(token)
+    except ValueError:
+        if names is None or token not in names:
+            raise World2ActError(f"--gripper-from {spec!r}: feature {key!r} of dataset {where} has no dimension "
+                                 f"named {token!r} (valid: {valid})") from None
+        dim = names.index(token)
+    if not 0 <= dim < width:
+        raise World2ActError(f"--gripper-from {spec!r}: feature {key!r} of dataset {where} has {width} "
+                             f"dimension(s) (valid: {valid})")
+    convention = parts[2] if len(parts) == 3 else ("close-high" if key == ACTION else "open-high")
+    if convention not in CONVENTIONS:
+        raise World2ActError(f"--gripper-from {spec!r}: convention {convention!r} for feature {key!r} of dataset "
+                             f"{where} is not one of {', '.join(CONVENTIONS)}")
+    return GripperSource(spec=str(spec), key=key, dim=dim, name=names[dim] if names else None, convention=convention)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -126,6 +224,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="corroborate closures with the commanded gripper action sign")
     p.add_argument("--include-failed", action="store_true", default=None,
                    help="also segment episodes recorded as unsuccessful")
+    p.add_argument("--gripper-from", dest="gripper_from", default=None, metavar="SOURCE:DIM[:CONV]",
+                   help="closure signal from a gripper action/state dimension instead of observation.gripper_width, "
+                        "e.g. action:6, action:gripper, state:7:close-high (CONV close-high = high values mean "
+                        "closed, default for actions; open-high default for states); see docs/data.md")
+    p.add_argument("--video-codec", dest="video_codec", default=None,
+                   help="video of the skill dataset: h264 (yuv420p), h264-444, h264-lossless, av1 "
+                        "(default: as the source dataset)")
     g = p.add_argument_group("LLM decomposer (--decomposer llm)")
     g.add_argument("--llm-base-url", default=None, help="OpenAI-compatible API root (default https://api.deepseek.com)")
     g.add_argument("--llm-model", default=None, help="model name (default deepseek-chat)")
@@ -147,7 +252,8 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
     data: dict[str, Any] = read_yaml_mapping(args.config) if getattr(args, "config", None) else {}
     top = {"dataset": args.dataset, "out": args.out, "decomposer": args.decomposer, "tau": args.tau,
            "w_open": args.w_open, "min_clip_frames": args.min_clip_frames,
-           "use_gripper_action": args.use_gripper_action, "include_failed": args.include_failed}
+           "use_gripper_action": args.use_gripper_action, "include_failed": args.include_failed,
+           "gripper_from": getattr(args, "gripper_from", None), "video_codec": getattr(args, "video_codec", None)}
     data.update({k: v for k, v in top.items() if v is not None})
     if getattr(args, "no_progress", False):
         data["progress"] = False
@@ -189,9 +295,10 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise World2ActError(f"--out {out}: folder exists and is not empty (pass --resume to continue or --overwrite to replace it)")
 
 
-def contact_params(cfg: SegmentConfig, benchmark: str, w_open: float) -> ContactParams:
-    """Detector parameters for ``benchmark`` from the config (tau default per robot family)."""
-    tau = cfg.tau
+def contact_params(cfg: SegmentConfig, benchmark: str, w_open: float, default_tau: float | None = None) -> ContactParams:
+    """Detector parameters for ``benchmark`` from the config (tau: ``cfg.tau``, else
+    ``default_tau``, else the robot family's default)."""
+    tau = cfg.tau if cfg.tau is not None else default_tau
     if tau is None:
         tau = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["tau"]
     return ContactParams(tau=float(tau), w_open=float(w_open), min_duration=cfg.min_duration, min_gap=cfg.min_gap,
@@ -216,7 +323,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     from tqdm.auto import tqdm
 
     from world2act.data import LeRobotDataset, LeRobotDatasetWriter
-    from world2act.data.lerobot import GRIPPER
+    from world2act.data.lerobot import GRIPPER, STATE
     from world2act.skills.stats import distribution_report, plot_lengths
     from world2act.utils.io import write_json
     from world2act.utils.manifest import write_manifest
@@ -231,16 +338,31 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         raise World2ActError(f"--out {out}: must differ from --dataset")
     _check_out(out, resume, overwrite)
     ds = LeRobotDataset(src)
-    if GRIPPER not in ds.info.get("features", {}):
-        raise World2ActError(f"{src / 'meta/info.json'}: the dataset has no {GRIPPER!r} feature; segmentation needs "
-                             "the per-frame gripper width (re-collect with `world2act collect`)")
+    gsrc = parse_gripper_from(cfg.gripper_from, ds, src) if cfg.gripper_from else None
+    if gsrc is None and GRIPPER not in ds.features:
+        raise World2ActError(f"{src / 'meta/info.json'}: the dataset has no {GRIPPER!r} feature; segmentation needs a "
+                             "gripper closure signal: pass --gripper-from action:DIM or state:DIM (action names: "
+                             f"{ds.feature_names('action')}; state names: {ds.feature_names('observation.state')})")
     if ds.num_episodes == 0:
         raise World2ActError(f"{src}: the dataset has no episodes")
     first_meta = ds.episode_meta(0)
     benchmark = _benchmark_of(ds, first_meta)
     w_mode = str(cfg.w_open)
-    if cfg.tau is None or w_mode == "benchmark":
+    default_tau = None
+    if gsrc is not None:
+        if w_mode == "benchmark":
+            raise World2ActError("--w-open benchmark: a --gripper-from signal is scaled to [0, 1] by its own range, "
+                                 "the robot's open width does not apply (use dataset, episode or a number)")
+        if gsrc.is_action:
+            default_tau = 0.5
+        else:
+            try:
+                default_tau = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["tau"]
+            except World2ActError:
+                default_tau = 0.10
+    elif cfg.tau is None or w_mode == "benchmark":
         benchmark_family(benchmark)  # raises with the valid names
+    signal_name = gsrc.describe() if gsrc is not None else GRIPPER
 
     # ---- pass 1: fast path (no images): widths, actions, decisions
     pbar = dict(disable=not cfg.progress, leave=False)
@@ -255,18 +377,26 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             continue
         try:
             ep = ds.load_episode(i, load_images=False)
+            if gsrc is None:
+                w = np.asarray(ep.gripper_width, dtype=np.float64)
+            elif gsrc.is_action:
+                w = np.asarray(ep.actions[:, gsrc.dim], dtype=np.float64)
+            elif gsrc.key == STATE:
+                w = np.asarray(ep.states[:, gsrc.dim], dtype=np.float64)
+            else:
+                w = ds.read_columns(i, [gsrc.key])[gsrc.key].reshape(T, -1)[:, gsrc.dim].astype(np.float64)
         except World2ActError as e:
             results.append(EpisodeSegmentation(i, T, task, False, UNREADABLE, str(e)[:300]))
             continue
-        w = np.asarray(ep.gripper_width, dtype=np.float64)
         if not np.all(np.isfinite(w)):
             bad = int(np.sum(~np.isfinite(w)))
-            results.append(EpisodeSegmentation(i, T, task, False, NAN_GRIPPER, f"{bad} of {T} gripper widths are NaN/inf"))
+            results.append(EpisodeSegmentation(i, T, task, False, NAN_GRIPPER, f"{bad} of {T} values of {signal_name} are NaN/inf"))
             continue
         if not (np.all(np.isfinite(ep.actions)) and np.all(np.isfinite(ep.states))):
             results.append(EpisodeSegmentation(i, T, task, False, NAN_VALUES, "actions or states contain NaN/inf"))
             continue
-        loaded[i] = (w, np.asarray(ep.actions), T, task, np.asarray(ep.states[:, :3], dtype=np.float64))
+        pos = np.asarray(ep.states[:, :3], dtype=np.float64) if ep.states.shape[1] >= 3 else None
+        loaded[i] = (w, np.asarray(ep.actions), T, task, pos)
         results.append(EpisodeSegmentation(i, T, task, False))  # decided below
     if not results:
         raise World2ActError(f"{src}: no episode to segment ({skipped['unsuccessful']} unsuccessful episodes skipped; "
@@ -274,19 +404,37 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     if loaded:
         allw = np.concatenate([v[0] for v in loaded.values()])
         if float(np.ptp(allw)) < 1e-6:
-            raise World2ActError(f"{src}: observation.gripper_width is constant ({allw[0]:.4g}) in every episode: "
+            raise World2ActError(f"{src}: {signal_name} is constant ({allw[0]:.4g}) in every episode: "
                                  "no gripper signal to segment")
 
     # ---- calibration
-    if w_mode == "dataset":
-        w_open_global: float | None = robust_open_width(np.concatenate([v[0] for v in loaded.values()])) if loaded else 1.0
+    signal_range_used: list[float] | str | None = None
+    if gsrc is not None:
+        # a gripper action/state dimension -> a width in [0, 1] (GripperSource's rule)
+        if w_mode == "episode":
+            for k, v in loaded.items():
+                lo, hi = signal_range(v[0])
+                w = width_from_command(v[0], lo, hi if hi > lo else lo + 1.0, gsrc.convention)
+                loaded[k] = (w, *v[1:])
+            signal_range_used = "per-episode"
+        elif loaded:
+            lo, hi = signal_range(np.concatenate([v[0] for v in loaded.values()]))
+            if not hi > lo:
+                raise World2ActError(f"{src}: {signal_name} spans no range between its 0.5th and 99.5th percentiles "
+                                     f"({lo:.4g}): no gripper signal to segment")
+            for k, v in loaded.items():
+                loaded[k] = (width_from_command(v[0], lo, hi, gsrc.convention), *v[1:])
+            signal_range_used = [round(lo, 6), round(hi, 6)]
+        w_open_global: float | None = 1.0 if w_mode in ("dataset", "episode") else float(w_mode)
+    elif w_mode == "dataset":
+        w_open_global = robust_open_width(np.concatenate([v[0] for v in loaded.values()])) if loaded else 1.0
     elif w_mode == "benchmark":
         w_open_global = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["w_open"]
     elif w_mode == "episode":
         w_open_global = None
     else:
         w_open_global = float(w_mode)
-    if w_open_global is not None and benchmark:
+    if gsrc is None and w_open_global is not None and benchmark:
         try:
             ref = BENCHMARK_DEFAULTS[benchmark_family(benchmark)]["w_open"]
             if abs(w_open_global / ref - 1) > 0.2:
@@ -315,7 +463,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             continue
         w, actions, T, task, _ = loaded[r.episode]
         w_open = w_open_global if w_open_global is not None else robust_open_width(w)
-        params = contact_params(cfg, benchmark, w_open)
+        params = contact_params(cfg, benchmark, w_open, default_tau)
         params_by_ep[r.episode] = params
         cr = detect_events(w, params, actions)
         contacts[r.episode] = cr
@@ -369,7 +517,13 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                              "(try --tau, --w-open or --decomposer llm)")
 
     # ---- write the skill dataset
-    writer = LeRobotDatasetWriter(out, ds.spec, resume=resume, overwrite=overwrite)
+    src_video = (ds.info.get("world2act") or {}).get("video") or {}
+    if cfg.video_codec or not src_video:
+        video_kw: dict[str, Any] = {"video": cfg.video_codec or "h264"}
+    else:
+        video_kw = {"video_codec": src_video.get("codec", "libx264"), "pix_fmt": src_video.get("pix_fmt", "yuv420p"),
+                    "crf": int(src_video.get("crf", 10)), "preset": str(src_video.get("preset", "veryfast"))}
+    writer = LeRobotDatasetWriter(out, ds.spec, resume=resume, overwrite=overwrite, **video_kw)
     done: set[tuple[int, int]] = set()
     if resume and writer.num_episodes:
         existing = LeRobotDataset(out, check_files=False)
@@ -409,6 +563,8 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             "tau": params0.tau if params0 else cfg.tau,
             "w_open": (round(w_open_global, 6) if w_open_global is not None else "per-episode"),
             "w_open_calibration": w_mode,
+            "signal": signal_name,
+            "signal_range": signal_range_used,
             "min_duration": cfg.min_duration, "min_gap": cfg.min_gap, "settle_frac": cfg.settle_frac,
             "max_settle": cfg.max_settle, "use_gripper_action": cfg.use_gripper_action,
         },
