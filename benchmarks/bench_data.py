@@ -90,7 +90,8 @@ def main() -> None:
               f"{size / n:8.0f} {enc / n:9.3f} {dec / n:9.3f}")
 
     spec = DatasetSpec(fps=20, action_dim=ep.actions.shape[1], state_dim=ep.states.shape[1], cameras=tuple(cams),
-                       image_size=(args.size, args.size), sim_state_dim=-1 if ep.sim_states is not None else None)
+                       image_size=(args.size, args.size),
+                       sim_state_dim=ep.sim_states.shape[1] if ep.sim_states is not None else None)
     root = tmp / "ds"
     w = LeRobotDatasetWriter(root, spec)
     t0 = time.perf_counter()
@@ -104,7 +105,7 @@ def main() -> None:
     read_ms = best_ms(lambda: [ds.load_episode(i) for i in range(ds.num_episodes)]) / ds.num_episodes
     fast_ms = best_ms(lambda: [ds.load_episode(i, load_images=False) for i in range(ds.num_episodes)]) / ds.num_episodes
     open_ms = best_ms(lambda: LeRobotDataset(root))
-    print(f"\nLeRobot v3 dataset, {args.episodes} episodes of T={T}, {len(cams)} cameras (default: libx264 yuv444p crf 10)")
+    print(f"\nLeRobot v3 dataset, {args.episodes} episodes of T={T}, {len(cams)} cameras (default: libx264 yuv420p crf 10)")
     print(f"  add_episode            {write_ms:8.1f} ms/episode")
     print(f"  finalize (stats)       {fin_ms:8.1f} ms total")
     print(f"  open dataset           {open_ms:8.1f} ms")
