@@ -270,3 +270,28 @@ def test_camera_names_and_optional_state(tmp_path):
     r = ds.load_episode(0)
     assert r.states.shape == (6, 0) and r.images["image"].shape == (6, 16, 16, 3)
     assert np.abs(r.images["image"].astype(int) - ep.images["front"]).mean() < 6  # 4:2:0 at 16x16
+
+
+def test_resume_of_a_dataset_written_before_the_lerobot_stats(tmp_path):
+    """Older datasets: per-episode image stats flat [3] without quantiles and no per-episode
+    numeric stats. Resuming and finalizing gives complete (3, 1, 1) statistics."""
+    spec = make_spec(sim_state_dim=12, cameras=("agentview",), size=(32, 32))
+    root = tmp_path / "ds"
+    _write(root, [make_episode(i, T=10, spec=spec) for i in range(2)], spec=spec)
+    t = pq.read_table(root / EPISODES_PATH)
+    legacy = {}
+    for name in t.column_names:
+        if not name.startswith("stats/"):
+            legacy[name] = t.column(name)
+        elif name.startswith("stats/observation.images.agentview/") and name.split("/")[-1] in ("mean", "std", "min", "max", "count"):
+            vals = [np.asarray(v).reshape(-1).tolist() for v in t.column(name).to_pylist()]
+            legacy[name] = pa.array(vals)
+    pq.write_table(pa.table(legacy), root / EPISODES_PATH)
+    w = LeRobotDatasetWriter(root, spec, resume=True)
+    w.add_episode(make_episode(2, T=10, spec=spec))
+    w.finalize()
+    st = LeRobotDataset(root).stats["observation.images.agentview"]
+    assert set(st) == {"mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99", "count"}
+    assert all(np.asarray(v).shape == (3, 1, 1) for k, v in st.items() if k != "count") and st["count"] == [30]
+    t = pq.read_table(root / EPISODES_PATH)
+    assert all(np.asarray(v).shape == (3, 1, 1) for v in t.column("stats/observation.images.agentview/q50").to_pylist())

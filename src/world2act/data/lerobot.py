@@ -782,6 +782,15 @@ class LeRobotDatasetWriter:
             for k in keys:
                 parts[k].append(cols[k])
         stats = compute_stats({k: np.concatenate(v) for k, v in parts.items()})
+        # Episodes written before 2026-12 lack image quantiles: decode their videos once.
+        stale = [(i, cam) for cam in self.spec.cameras for i, r in enumerate(self._rows)
+                 if r.get(f"stats/{image_key(cam)}/q50") is None]
+        for i, cam in stale:
+            frames = ds._read_video_frames(i, cam, int(self._rows[i]["length"]))
+            for name, val in image_stats(frames).items():
+                self._rows[i][f"stats/{image_key(cam)}/{name}"] = val
+        if stale:
+            self._commit(write_tasks=False)
         for cam in self.spec.cameras:
             key = image_key(cam)
             names = [n for n in ("mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99", "count")
