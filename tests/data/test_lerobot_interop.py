@@ -17,7 +17,7 @@ from world2act.data import DatasetSpec, LeRobotDataset, LeRobotDatasetWriter, re
 from world2act.data.lerobot import DATA_PATH, EPISODES_PATH, TASKS_PATH, VIDEO_PATH
 from world2act.data.video import VIDEO_PRESETS, read_video_span
 
-from .helpers import CAMS, make_episode, make_spec
+from .helpers import make_episode, make_spec
 
 
 def _write(root, eps, spec=None, **kw):
