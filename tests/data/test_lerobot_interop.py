@@ -295,3 +295,32 @@ def test_resume_of_a_dataset_written_before_the_lerobot_stats(tmp_path):
     assert all(np.asarray(v).shape == (3, 1, 1) for k, v in st.items() if k != "count") and st["count"] == [30]
     t = pq.read_table(root / EPISODES_PATH)
     assert all(np.asarray(v).shape == (3, 1, 1) for v in t.column("stats/observation.images.agentview/q50").to_pylist())
+
+
+def test_image_features_stored_in_parquet(tmp_path):
+    """LeRobot's ``image`` dtype: PNG bytes in the data parquet (struct {bytes, path})."""
+    import io
+
+    from PIL import Image
+
+    spec = make_spec(sim_state_dim=None, cameras=(), size=(16, 16))
+    ep = make_episode(0, T=5, spec=spec)
+    root = tmp_path / "ds"
+    _write(root, [ep], spec=spec)
+    frames = _numbered_frames(5, 16, 16)
+    cells = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    p = root / DATA_PATH.format(chunk_index=0, file_index=0)
+    t = pq.read_table(p)
+    pq.write_table(t.append_column("observation.images.top", pa.array(cells)), p)
+    info = json.loads((root / "meta/info.json").read_text())
+    del info["world2act"]
+    info["features"]["observation.images.top"] = {"dtype": "image", "shape": [16, 16, 3],
+                                                  "names": ["height", "width", "channels"]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ds = LeRobotDataset(root)
+    assert ds.cameras == ("top",)
+    np.testing.assert_array_equal(ds.load_episode(0).images["top"], frames)  # PNG: lossless
