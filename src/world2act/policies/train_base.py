@@ -197,6 +197,47 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
 
 
 # ---------------------------------------------------------------------------- training
+def batch_loss(net, normalizer, batch: dict, lang: torch.Tensor, *, cameras: tuple[str, ...],
+               image_size: tuple[int, int], augment_shift: int, generator: torch.Generator,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+    """Flow-matching loss of one batch (the training step's forward pass, shared with fine-tuning
+    such as ``world2act dreamgen``).
+
+    Args:
+        net: a :class:`~world2act.policies.flow_policy.FlowPolicyNet` in train mode.
+        normalizer: the policy's normaliser (``observation.state``, ``action``).
+        batch: as :func:`sample_batch` returns it: ``images`` camera -> uint8 ``[B, H, W, 3]``
+            (resized to ``image_size`` if needed), ``states`` float32 ``[B, S]`` and ``actions``
+            float32 ``[B, K, A]`` in dataset units, ``mask`` bool ``[B, K]``.
+        lang: instruction embeddings ``[B, 384]``.
+        cameras: the policy's cameras, in its order.
+        augment_shift: random image shift in pixels (0 = off), drawn from ``generator``.
+    """
+    from world2act.policies.flow_policy import images_to_tensor
+
+    imgs = [random_shift(images_to_tensor(batch["images"][c], image_size, device), augment_shift, generator)
+            for c in cameras]
+    state = normalizer.normalize("observation.state", torch.from_numpy(batch["states"]).to(device))
+    acts = normalizer.normalize("action", torch.from_numpy(batch["actions"]).to(device))
+    return net.loss(net.encode(imgs, state, lang), acts, mask=torch.from_numpy(batch["mask"]).to(device),
+                    generator=generator)
+
+
+def optimizer_step(net, ema, opt, loss: torch.Tensor, step: int, ema_decay: float, grad_clip: float = 1.0) -> None:
+    """Backward, clip the gradient norm, one optimiser step, then the weights' EMA (decay warmed
+    up as ``min(ema_decay, (1 + step) / (10 + step))``; ``ema_decay`` 0 copies the weights)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    with torch.no_grad():
+        d = min(ema_decay, (1 + step) / (10 + step)) if ema_decay > 0 else 0.0
+        for pe, pn in zip(ema.parameters(), net.parameters()):
+            pe.mul_(d).add_(pn.detach(), alpha=1 - d)
+        for be, bn in zip(ema.buffers(), net.buffers()):
+            be.copy_(bn)
+
+
 def _lr_at(step: int, cfg: TrainBaseConfig, time_frac: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to 10 % of ``lr``. The decay follows the larger of the
     step progress and ``time_frac`` (elapsed / ``max_minutes``), so a run stopped by its time
@@ -303,29 +344,13 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
             rng = np.random.default_rng([cfg.seed, step])
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             b = sample_batch(demos, rng.integers(0, len(demos), cfg.batch_size), K)
-            from world2act.policies.flow_policy import images_to_tensor
-
-            imgs = [random_shift(images_to_tensor(b["images"][c], pcfg.image_size, device), cfg.augment_shift, gen)
-                    for c in cams]
-            state = normalizer.normalize("observation.state", torch.from_numpy(b["states"]).to(device))
-            acts = normalizer.normalize("action", torch.from_numpy(b["actions"]).to(device))
-            lang = lang_all[torch.from_numpy(b["task_index"])]
             time_frac = (prev_elapsed + time.time() - t0) / budget_s if math.isfinite(budget_s) else 0.0
             lr_now = _lr_at(step, cfg, time_frac)
             for g in opt.param_groups:
                 g["lr"] = lr_now
-            loss = net.loss(net.encode(imgs, state, lang), acts, mask=torch.from_numpy(b["mask"]).to(device),
-                            generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():
-                d = min(cfg.ema_decay, (1 + step) / (10 + step)) if cfg.ema_decay > 0 else 0.0
-                for pe, pn in zip(ema.parameters(), net.parameters()):
-                    pe.mul_(d).add_(pn.detach(), alpha=1 - d)
-                for be, bn in zip(ema.buffers(), net.buffers()):
-                    be.copy_(bn)
+            loss = batch_loss(net, normalizer, b, lang_all[torch.from_numpy(b["task_index"])], cameras=cams,
+                              image_size=pcfg.image_size, augment_shift=cfg.augment_shift, generator=gen, device=device)
+            optimizer_step(net, ema, opt, loss, step, cfg.ema_decay)
             step += 1
             lv = float(loss.detach())
             loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
