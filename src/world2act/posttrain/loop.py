@@ -178,7 +178,7 @@ def demo_targets(wm, bundle, env, seed: int, *, sigma: float, chunk_size: int) -
     if L < chunk_size:
         raise World2ActError(f"demo targets: the expert's episode from seed {seed} has {L} steps, less than one chunk ({chunk_size})")
     events = detect_events(np.asarray(widths, dtype=np.float64), params_for(env.benchmark)).events
-    closes = [e.start for e in events if e.kind == "close"]
+    closes = [e.index for e in events if e.kind == "close"]
     prompts_all = decompose_instruction(env.instruction)
     span = (n_frames - 1) * stride
     videos, prompts, n_valid = [], [], []

@@ -138,8 +138,9 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         state_norm: (mean ``[S]``, std ``[S]``) for the proprioception.
         tau: InfoNCE temperature (paper: 0.07).
         delta_l2: optional weight of mean Δa² (0 = the paper's pure contrastive objective).
-        contrast: ``sequence`` (Eq. 1 on chunk-averaged similarities) or ``chunk``
-            (:func:`chunk_infonce`).
+        contrast: ``sequence`` (Eq. 1 on chunk-averaged similarities), ``chunk``
+            (:func:`chunk_infonce`) or ``cosine`` (positives only, no negatives: mean
+            1 − cos over valid chunks; an ablation, not the paper's objective).
         temporal_negatives: passed to :func:`chunk_infonce`.
         action_space: maps the normalised combined chunk ``[M, K, A]`` to what f_a sees (e.g.
             the executed action: un-normalise, clip to the action box, normalise); None = clamp
@@ -169,8 +170,11 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         infonce = chunk_infonce(batch.targets, emb, batch.valid, tau, bidirectional, temporal_negatives)
     elif contrast == "sequence":
         infonce = stage2_infonce(sim, tau, bidirectional)
+    elif contrast == "cosine":  # positives only: 1 − cos(target, f_a(chunk)) per valid chunk
+        pos = F.cosine_similarity(batch.targets, emb, dim=-1)
+        infonce = (1.0 - pos)[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
     else:
-        raise ValueError(f"contrast must be 'sequence' or 'chunk', got {contrast!r}")
+        raise ValueError(f"contrast must be 'sequence', 'chunk' or 'cosine', got {contrast!r}")
     loss = infonce
     if delta_l2 > 0:
         loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
