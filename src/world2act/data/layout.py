@@ -3,6 +3,7 @@
 Paper appendix E: the world model sees the cameras of a time step tiled into one frame, a
 2×2 grid with the main (third-person) camera top-left, the wrist camera top-right and the
 bottom row black. ``1x2`` puts the views side by side (cheaper: half the pixels).
+:func:`unstitch_views` cuts stitched frames (e.g. a world model's imagination) back into views.
 """
 from __future__ import annotations
 
@@ -56,4 +57,41 @@ def stitch_views(frames: dict[str, np.ndarray], cameras: Sequence[str], layout: 
     for k, v in enumerate(views):
         r, c = divmod(k, 2)
         out[..., r * H:(r + 1) * H, c * W:(c + 1) * W, :] = v
+    return out
+
+
+def unstitch_views(frames: np.ndarray, cameras: Sequence[str], layout: str = "2x2") -> dict[str, np.ndarray]:
+    """Cut stitched frames back into camera views: the inverse of :func:`stitch_views`.
+
+    Args:
+        frames: ``[..., R*H, 2*W, 3]`` stitched frames (``R`` = 1 for ``1x2``, 2 for ``2x2``),
+            or ``[..., H, W, 3]`` for ``1x1`` (one camera, the world model's single-view layout).
+        cameras: the cameras that were tiled, in the order given to :func:`stitch_views`.
+        layout: ``"1x1"``, ``"1x2"`` or ``"2x2"``.
+
+    Returns:
+        camera name -> ``[..., H, W, 3]`` (a contiguous copy, same dtype as ``frames``).
+
+    Raises:
+        World2ActError: unknown layout, too many cameras for the layout, or a frame size that
+            the layout's grid does not divide.
+    """
+    if layout not in ("1x1",) + LAYOUTS:
+        raise World2ActError(f"unknown view layout {layout!r} (choose from 1x1, {', '.join(LAYOUTS)})")
+    cameras = list(cameras)
+    cells = {"1x1": 1, "1x2": 2, "2x2": 4}[layout]
+    if not cameras or len(cameras) > cells:
+        raise World2ActError(f"layout {layout} holds 1 to {cells} cameras, got {cameras}")
+    x = np.asarray(frames)
+    if x.ndim < 3 or x.shape[-1] != 3:
+        raise World2ActError(f"stitched frames must be [..., H, W, 3], got shape {x.shape}")
+    rows, cols = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}[layout]
+    if x.shape[-3] % rows or x.shape[-2] % cols:
+        raise World2ActError(f"stitched frame size {x.shape[-3]}x{x.shape[-2]} is not divisible into the "
+                             f"{rows}x{cols} grid of layout {layout}")
+    H, W = x.shape[-3] // rows, x.shape[-2] // cols
+    out = {}
+    for k, cam in enumerate(cameras):
+        r, c = divmod(k, cols)
+        out[cam] = np.ascontiguousarray(x[..., r * H:(r + 1) * H, c * W:(c + 1) * W, :])
     return out
