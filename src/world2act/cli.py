@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-base": ("world2act.policies.train_base", "train the built-in flow-matching base policy on demonstrations"),
     "align": ("world2act.align.train", "Stage 1: align world-model video latents and action chunks (InfoNCE)"),
     "post-train": ("world2act.posttrain.train", "Stage 2: train a residual policy on on-policy rollouts, reward-free"),
+    "dreamgen": ("world2act.baselines.dreamgen",
+                 "DreamGen baseline: IDM pseudo-labels for the imagined videos, base fine-tuned on real + pseudo data"),
     "diagnose": ("world2act.diagnose", "offline Stage-2 signal table: do WM latents and actions agree on held-out demos?"),
     "eval": ("world2act.evaluation.cli", "success rates under the standard protocol, speed, videos"),
     "eval-compare": ("world2act.evaluation.compare_cli",
