@@ -398,7 +398,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                     loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
                                            bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
                                            contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
-                                           action_space=action_space)
+                                           action_space=action_space, action_decoder=bundle.g_a)
                     m = m or mb  # metrics of the fresh rollouts before this round's updates
                     opt.zero_grad()
                     loss.backward()
@@ -598,7 +598,7 @@ def summarize_curves(curves: list[dict]) -> dict:
     first, last = curves[:w], curves[-w:]
     keys = ["loss", "pos_cos", "neg_cos", "delta_abs"]
     keys += [k for k in ("neg_cos_same_task", "expert_err_base", "expert_err", "toward_expert",
-                                   "grad_toward_expert") if k in curves[-1]]
+                                   "grad_toward_expert", "decoded_err", "decoded_toward_expert") if k in curves[-1]]
     out = {
         "iterations": len(curves),
         "optimizer_steps": int(sum(c.get("optimizer_steps", 1) for c in curves)),

@@ -128,6 +128,7 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
                 state_norm: tuple[torch.Tensor, torch.Tensor], *, tau: float = 0.07, bidirectional: bool = True,
                 delta_l2: float = 0.0, contrast: str = "sequence", temporal_negatives: bool = True,
                 action_space: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                action_decoder: torch.nn.Module | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and diagnostics for one Stage-2 update (gradients reach only ``residual``).
 
@@ -145,6 +146,8 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         action_space: maps the normalised combined chunk ``[M, K, A]`` to what f_a sees (e.g.
             the executed action: un-normalise, clip to the action box, normalise); None = clamp
             to ±3 normalised units.
+        action_decoder: the frozen Stage-1 g_a, for the oracle diagnostic ``decoded_*`` only
+            (g_a(target) is the action chunk the target embedding decodes to).
 
     Returns:
         (loss, metrics) with metrics ``loss``, ``infonce``, ``pos_cos`` (mean positive-pair
@@ -154,7 +157,10 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         |chunk − expert chunk| before / after the correction), ``toward_expert`` (cosine
         between Δa and expert − base, per chunk, averaged) and ``grad_toward_expert`` (cosine
         between the loss's descent direction on the executed chunk and expert − chunk: does
-        the objective point at the expert at all, whatever the residual can represent).
+        the objective point at the expert at all, whatever the residual can represent); with
+        ``action_decoder`` also ``decoded_err`` (mean |g_a(target) − expert chunk|) and
+        ``decoded_toward_expert`` (cosine between g_a(target) − base and expert − base: how
+        much of the way to the expert the target itself says, read through Stage 1's decoder).
     """
     N, T = batch.valid.shape
     K, A = batch.base_chunks.shape[-2:]
@@ -205,4 +211,9 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
             metrics["expert_err_base"] = float((b - exp).abs().mean())
             metrics["expert_err"] = float((c - exp).abs().mean())
             metrics["toward_expert"] = float(F.cosine_similarity(d.flatten(1), (exp - b).flatten(1), dim=1).mean())
+            if action_decoder is not None:
+                dec = action_decoder(batch.targets.reshape(N * T, -1)[flat_valid])
+                metrics["decoded_err"] = float((dec - exp).abs().mean())
+                metrics["decoded_toward_expert"] = float(F.cosine_similarity((dec - b).flatten(1), (exp - b).flatten(1),
+                                                                             dim=1).mean())
     return loss, metrics
