@@ -83,3 +83,22 @@ def test_expert_solves_pick_place(env):
         if env.is_success():
             break
     assert env.is_success() and t < 200
+
+
+def test_render_segmentation_marks_the_arm(env):
+    env.reset(seed=5)
+    cams = ("corner2", "gripperPOV")
+    before = env.render(cams, (32, 32))
+    masks = env.render_segmentation(cams, (32, 32))
+    assert set(masks) == set(cams)
+    for cam, m in masks.items():
+        assert m.dtype == bool and m.shape == (32, 32)
+        assert 0 < m.sum() < 0.5 * m.size, (cam, m.mean())  # robot pixels exist and are a minority
+    # aligned with the upright image: the Sawyer arm is red, the rest of the corner view is not
+    img = before["corner2"].astype(int)
+    m = masks["corner2"]
+    assert (img[m, 0] - img[m, 1]).mean() > 40 > (img[~m, 0] - img[~m, 1]).mean()
+    after = env.render(cams, (32, 32))  # the segmentation pass leaves normal rendering as it was
+    assert all(np.array_equal(before[c], after[c]) for c in cams)
+    with pytest.raises(ValueError, match="unknown Meta-World camera"):
+        env.render_segmentation(("nope",), (32, 32))

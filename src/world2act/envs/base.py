@@ -90,6 +90,15 @@ class ManipulationEnv(abc.ABC):
             ValueError: an unknown camera name (message lists valid ones).
         """
 
+    def render_segmentation(self, cameras: tuple[str, ...] | list[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
+        """Robot pixels of the chosen cameras at ``size=(H, W)``: name -> bool ``[H, W]``,
+        aligned with :meth:`render` (True where the arm or gripper is drawn).
+
+        Raises:
+            NotImplementedError: the simulator wrapper has no segmentation pass.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot render segmentation masks")
+
     @abc.abstractmethod
     def is_success(self) -> bool:
         """Whether the task is currently solved."""

@@ -20,6 +20,8 @@ LIBERO suite. Design choices (measured on the project's 2-core CPU machines):
   state ``[time, qpos, qvel]`` followed by ``[pos(3), quat(4)]`` of every fixture body; the
   state restores the scene exactly. :meth:`LiberoEnv.set_sim_state` also accepts a bare
   flattened MuJoCo state (e.g. an official init state), which leaves fixtures as they are.
+* :meth:`LiberoEnv.render_segmentation` gives the robot pixels (``robot0_*`` and ``gripper0_*``
+  bodies) of the same cameras from MuJoCo's segmentation pass.
 * Rendered images are flipped upright with ``[::-1, ::-1]`` (MuJoCo's OpenGL convention gives
   them upside down and mirrored, the LIBERO convention flips both axes).
 
@@ -47,6 +49,9 @@ STEP_BUDGETS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300,
 
 CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 """Our camera names -> robosuite camera names."""
+
+ROBOT_BODY_PREFIXES = ("robot0_", "gripper0_")
+"""Bodies whose geoms count as robot pixels in :meth:`LiberoEnv.render_segmentation`."""
 
 SETTLE_STEPS = 10
 SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
@@ -312,6 +317,60 @@ class LiberoEnv(ManipulationEnv):
         for cam in cameras:
             img = self.sim.render(camera_name=CAMERA_NAMES[cam], width=int(w), height=int(h))
             out[cam] = np.ascontiguousarray(img[::-1, ::-1])
+        return out
+
+    def robot_geoms(self) -> np.ndarray:
+        """Bool ``[ngeom]``: geoms of the Panda arm and its gripper (bodies named ``robot0_*`` and
+        ``gripper0_*``; the ``mount0_*`` pedestal is not counted)."""
+        import mujoco
+
+        m = self.sim.model._model
+        robot = np.array([(mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_BODY, b) or "").startswith(ROBOT_BODY_PREFIXES)
+                          for b in range(m.nbody)], dtype=bool)
+        return robot[np.asarray(m.geom_bodyid)]
+
+    def render_segmentation(self, cameras: tuple[str, ...] | list[str], size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Robot pixels of ``cameras`` at ``size=(H, W)`` (default ``camera_size``).
+
+        MuJoCo's segmentation pass (``mjRND_SEGMENT`` + ``mjRND_IDCOLOR``: each geom drawn in a
+        colour that encodes its index in the scene) through robosuite's own offscreen context
+        (its ``sim.render(segmentation=True)`` decoding overflows uint8 with NumPy 2, so the ids
+        are decoded here), flipped like :meth:`render`: ``mask[y, x]`` tells whether pixel
+        ``(y, x)`` of ``render(cameras, size)[camera]`` shows the arm or the gripper
+        (:meth:`robot_geoms`). Restore a stored state with :meth:`set_sim_state` first to get
+        the masks of a recorded frame.
+
+        Returns:
+            camera -> bool ``[H, W]`` (True = robot pixel).
+
+        Raises:
+            World2ActError: an unknown camera name (the message lists valid ones).
+        """
+        import mujoco
+
+        self._check_open()
+        if isinstance(cameras, str):
+            cameras = (cameras,)
+        self._check_cameras(cameras)
+        h, w = (int(v) for v in (size if size is not None else self.camera_size))
+        robot = self.robot_geoms()
+        ctx = self.sim._render_context_offscreen
+        geom = int(mujoco.mjtObj.mjOBJ_GEOM)
+        out = {}
+        for cam in cameras:
+            ctx.gl_ctx.make_current()
+            ctx.render(width=w, height=h, camera_id=self.sim.model.camera_name2id(CAMERA_NAMES[cam]), segmentation=True)
+            rgb = np.empty((h, w, 3), dtype=np.uint8)
+            mujoco.mjr_readPixels(rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, w, h), con=ctx.con)
+            segid = rgb.astype(np.int64) @ np.array([1, 1 << 8, 1 << 16], dtype=np.int64)  # scene geom index + 1
+            n = ctx.scn.ngeom
+            table = np.zeros(n + 1, dtype=bool)  # index 0 = background
+            for i in range(n):
+                g = ctx.scn.geoms[i]
+                if g.segid != -1 and g.objtype == geom and 0 <= g.objid < robot.size:
+                    table[g.segid + 1] = robot[g.objid]
+            mask = table[np.where(segid <= n, segid, 0)]
+            out[cam] = np.ascontiguousarray(mask[::-1, ::-1])
         return out
 
     def observe(self, cameras: tuple[str, ...] | list[str] = (), size: tuple[int, int] | None = None) -> dict[str, Any]:

@@ -14,6 +14,8 @@ Design (measured on 2 CPU cores, see ``docs/envs.md``):
   ``mujoco`` (importing :mod:`world2act.envs` first does it).
 - The ``corner*`` cameras are mounted upside down (their up-axis points down); their images are
   rotated by 180° so every image comes out upright.
+- :meth:`render_segmentation` gives the robot pixels (arm and gripper, not the pedestal or the
+  head) of the same cameras from MuJoCo's segmentation pass (≈2 ms per camera at 64²).
 - :meth:`get_sim_state` = ``[n, layout vector (n), MuJoCo full physics state]``, so a stored
   state restores the scene exactly, even in an env that was reset to another seed.
 
@@ -36,6 +38,10 @@ from world2act.envs.metaworld_instructions import INSTRUCTIONS  # noqa: E402
 
 ALL_CAMERAS = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")
 _UPSIDE_DOWN = frozenset({"corner", "corner2", "corner3", "corner4"})
+ROBOT_ROOT_BODY = "right_arm_base_link"
+"""Root of the Sawyer arm's body subtree (robot pixels in :meth:`MetaWorldEnv.render_segmentation`)."""
+ROBOT_EXCLUDED_BODIES = ("head",)
+"""Subtrees under the arm root that are not arm or gripper (the Sawyer's head with its screen)."""
 
 
 class MetaWorldEnv(ManipulationEnv):
@@ -90,6 +96,7 @@ class MetaWorldEnv(ManipulationEnv):
             env.model.vis.quality.offsamples = 0
         self._env = env
         self._renderers: dict[tuple[int, int], Any] = {}
+        self._robot_geoms: np.ndarray | None = None
         self._obs: np.ndarray | None = None
         self._success = False
         self._has_reset = False
@@ -100,6 +107,18 @@ class MetaWorldEnv(ManipulationEnv):
         bad = [c for c in cameras if c not in ALL_CAMERAS]
         if bad:
             raise ValueError(f"unknown Meta-World camera {bad[0]!r}; valid: {', '.join(ALL_CAMERAS)}")
+
+    def _renderer(self, H: int, W: int):
+        """The cached ``mujoco.Renderer`` for ``H x W`` (created on first use)."""
+        r = self._renderers.get((H, W))
+        if r is None:
+            try:
+                r = self._mj.Renderer(self._env.model, H, W)
+            except Exception as e:  # noqa: BLE001 - wrong GL backend gives an obscure FatalError
+                raise RuntimeError(f"could not create a MuJoCo renderer ({e}); set MUJOCO_GL=egl (or osmesa) "
+                                   f"before anything imports mujoco (now {os.environ.get('MUJOCO_GL')!r})") from e
+            self._renderers[(H, W)] = r
+        return r
 
     def _need_reset(self) -> None:
         if not self._has_reset:
@@ -171,19 +190,70 @@ class MetaWorldEnv(ManipulationEnv):
         cameras = self.cameras if cameras is None else tuple(cameras)
         self._check_cams(cameras)
         H, W = self.camera_size if size is None else (int(size[0]), int(size[1]))
-        r = self._renderers.get((H, W))
-        if r is None:
-            try:
-                r = self._mj.Renderer(self._env.model, H, W)
-            except Exception as e:  # noqa: BLE001 - wrong GL backend gives an obscure FatalError
-                raise RuntimeError(f"could not create a MuJoCo renderer ({e}); set MUJOCO_GL=egl (or osmesa) "
-                                   f"before anything imports mujoco (now {os.environ.get('MUJOCO_GL')!r})") from e
-            self._renderers[(H, W)] = r
+        r = self._renderer(H, W)
         out = {}
         for cam in cameras:
             r.update_scene(self._env.data, camera=cam)
             img = r.render()
             out[cam] = np.ascontiguousarray(img[::-1, ::-1]) if cam in _UPSIDE_DOWN else img.copy()
+        return out
+
+    def robot_geoms(self) -> np.ndarray:
+        """Bool ``[ngeom]``: geoms of the Sawyer arm and gripper.
+
+        The robot is the body subtree rooted at :data:`ROBOT_ROOT_BODY` (``right_l0`` … ``right_l6``,
+        ``right_hand``, ``hand``, the claws and pads) minus the subtrees of
+        :data:`ROBOT_EXCLUDED_BODIES` (the head and its screen). The pedestal, controller box
+        and torso do not move and are not counted.
+        """
+        if self._robot_geoms is None:
+            mj, m = self._mj, self._env.model
+            names = [mj.mj_id2name(m, mj.mjtObj.mjOBJ_BODY, b) or "" for b in range(m.nbody)]
+            root = names.index(ROBOT_ROOT_BODY)
+            excluded = {names.index(n) for n in ROBOT_EXCLUDED_BODIES if n in names}
+            robot = np.zeros(m.nbody, dtype=bool)
+            for b in range(m.nbody):  # a body's parent has a smaller id in MuJoCo
+                p = b
+                while p not in (0, root) and p not in excluded:
+                    p = int(m.body_parentid[p])
+                robot[b] = p == root
+            self._robot_geoms = robot[np.asarray(m.geom_bodyid)]
+        return self._robot_geoms
+
+    def render_segmentation(self, cameras=None, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        """Robot pixels of ``cameras`` (default: the env's cameras) at ``size=(H, W)``.
+
+        MuJoCo's segmentation pass (``mujoco.Renderer.enable_segmentation_rendering``: per pixel
+        the (object id, object type) of the geom drawn there) on the current state, oriented like
+        :meth:`render` (corner cameras rotated by 180°), so ``mask[y, x]`` tells whether pixel
+        ``(y, x)`` of ``render(cameras, size)[camera]`` shows the arm or the gripper
+        (:meth:`robot_geoms`). Restore a stored state with :meth:`set_sim_state` first to get
+        the masks of a recorded frame.
+
+        Returns:
+            camera -> bool ``[H, W]`` (True = robot pixel).
+
+        Raises:
+            ValueError: unknown camera name (lists the valid ones).
+        """
+        self._need_reset()
+        cameras = self.cameras if cameras is None else tuple(cameras)
+        self._check_cams(cameras)
+        H, W = self.camera_size if size is None else (int(size[0]), int(size[1]))
+        robot = self.robot_geoms()
+        r = self._renderer(H, W)
+        geom = int(self._mj.mjtObj.mjOBJ_GEOM)
+        out = {}
+        r.enable_segmentation_rendering()
+        try:
+            for cam in cameras:
+                r.update_scene(self._env.data, camera=cam)
+                seg = r.render()  # [H, W, 2] (object id, object type); -1 for background
+                ids, types = seg[..., 0], seg[..., 1]
+                mask = (types == geom) & robot[np.clip(ids, 0, robot.size - 1)]
+                out[cam] = np.ascontiguousarray(mask[::-1, ::-1]) if cam in _UPSIDE_DOWN else mask
+        finally:
+            r.disable_segmentation_rendering()
         return out
 
     def is_success(self) -> bool:
@@ -209,8 +279,8 @@ class MetaWorldEnv(ManipulationEnv):
         """
         mj = self._mj
         env = self._env
-        state = np.asarray(state, dtype=np.float64).reshape(-1)
-        spec = mj.mjtState.mjSTATE_FULLPHYSICS
+        state = np.array(state, dtype=np.float64).reshape(-1)  # a writeable copy: mj_setState refuses read-only
+        spec = mj.mjtState.mjSTATE_FULLPHYSICS                   # arrays (e.g. read from a dataset's parquet)
         n = int(state[0]) if state.size else -1
         nphys = mj.mj_stateSize(env.model, spec)
         if n < 0 or state.size != 1 + n + nphys:
