@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("world2act.skills.segment", "cut demonstrations into synchronised atomic-skill clips (skill dataset)"),
     "train-wm": ("world2act.worldmodel.train", "train the Cosmos-Predict2-architecture world model (Skill-WM / Base-WM)"),
     "imagine": ("world2act.worldmodel.imagine", "generate a skill-compositional video from an image and an instruction"),
+    "wm-eval": ("world2act.worldmodel.evaluate",
+                "world-model fidelity on held-out demos: PSNR/SSIM on all and on robot pixels, frame strips"),
     "train-base": ("world2act.policies.train_base", "train the built-in flow-matching base policy on demonstrations"),
     "align": ("world2act.align.train", "Stage 1: align world-model video latents and action chunks (InfoNCE)"),
     "post-train": ("world2act.posttrain.train", "Stage 2: train a residual policy on on-policy rollouts, reward-free"),
