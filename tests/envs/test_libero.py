@@ -101,3 +101,21 @@ def test_seeded_layout_on_fixture_is_valid_and_deterministic():
         e.reset(seed=1000)
         np.testing.assert_array_equal(a, e.get_sim_state())
         assert e.render(("agentview",), (32, 32))["agentview"].shape == (32, 32, 3)  # new sim renders
+
+
+def test_render_segmentation_marks_the_robot(env):
+    import mujoco
+
+    env.reset(seed=3)
+    before = env.render(("agentview", "wrist"), (32, 32))
+    masks = env.render_segmentation(("agentview", "wrist"), (32, 32))
+    for cam, m in masks.items():
+        assert m.dtype == bool and m.shape == (32, 32)
+        assert 0 < m.sum() < 0.5 * m.size, (cam, m.mean())  # robot pixels exist and are a minority
+    after = env.render(("agentview", "wrist"), (32, 32))
+    assert all(np.array_equal(before[c], after[c]) for c in before)  # normal rendering is left as it was
+    model = env.sim.model._model
+    bodies = {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g]))
+              for g in np.flatnonzero(env.robot_geoms())}
+    assert bodies and all(b.startswith(("robot0_", "gripper0_")) for b in bodies)
+    assert "gripper0_right_gripper" in bodies
