@@ -188,8 +188,12 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--preset", required=True, choices=["smoke", "quick", "paper"],
-                   help="smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, make demo); paper: the paper's protocol (GPU)")
+    from world2act.presets import PRESETS
+
+    p.add_argument("--preset", required=True, choices=list(PRESETS),
+                   help="smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, make demo); "
+                        "metaworld: four Meta-World grasp tasks, the cheap proving ground (≈ 60 min); "
+                        "paper: the paper's protocol (GPU)")
     p.add_argument("--resume", action="store_true", help="continue an existing run (the default behaviour; kept for symmetry)")
     p.add_argument("--overwrite", action="store_true", help="delete --out and start over")
     p.add_argument("--only", help="comma-separated stage names allowed to run (others must be up to date)")

@@ -121,6 +121,9 @@ def test_executed_action_space_and_oracle_metrics():
     assert -1.0 <= m["toward_expert"] <= 1.0 and m["expert_err_base"] > 0
     _, m2 = stage2_step(net, f_a, _batch(expert=False), (torch.zeros(S), torch.ones(S)))
     assert "expert_err" not in m2
+    g_a = nn.Sequential(nn.Linear(D, K * A), nn.Unflatten(-1, (K, A)))
+    _, m3 = stage2_step(net, f_a, _batch(), (torch.zeros(S), torch.ones(S)), contrast="cosine", action_decoder=g_a)
+    assert m3["decoded_err"] > 0 and -1.0 <= m3["decoded_toward_expert"] <= 1.0
 
 
 def test_batch_select_keeps_optional_fields():
@@ -137,3 +140,31 @@ def test_grad_toward_expert_is_positive_when_targets_encode_the_expert():
         b.targets = f_a(b.expert_chunks.reshape(-1, K, A)).reshape(4, 3, D)
     _, m = stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="chunk", tau=0.1)
     assert m["grad_toward_expert"] > 0.1
+
+
+@pytest.mark.sim
+def test_demo_targets_follow_the_expert_on_metaworld():
+    """targets=demo: the scripted expert's own video from the init state, embedded per chunk."""
+    from world2act.align import AlignmentBundle
+    from world2act.align.bundle import AdapterConfig
+    from world2act.envs import make_env
+    from world2act.posttrain.loop import demo_targets
+    from world2act.worldmodel import WorldModel
+
+    torch.manual_seed(0)
+    cams = ("corner2", "gripperPOV")
+    wm = WorldModel.from_config("tiny", cameras=cams).eval()
+    bundle = AlignmentBundle(AdapterConfig(action_dim=4, chunk_size=16, latent_dim=8, latent_channels=8,
+                                           latent_size=tuple(wm.config.latent_size), cameras=cams, layout="1x2",
+                                           sigma=0.1), seed=0)
+    bundle.normalizer.fit(torch.rand(100, 4) * 2 - 1)
+    env = make_env("metaworld", "pick-place-v3", camera_size=(32, 32), cameras=cams)
+    try:
+        res = demo_targets(wm, bundle, env, 123, sigma=0.1, chunk_size=16)
+    finally:
+        env.close()
+    T = res["targets"].shape[0]
+    assert res["success"] and res["targets"].shape == (T, 8) and T == res["steps"] // 16
+    assert res["expert_chunks"].shape == (T, 16, 4)
+    assert res["anchor"] is not None and 0 < res["anchor"] < T  # the expert grasps mid-episode
+    assert res["video"].shape[1:] == (32, 64, 3)

@@ -21,7 +21,7 @@ import torch
 from world2act import World2ActError
 from world2act.align.bundle import AdapterConfig, AlignmentBundle
 from world2act.align.data import AlignData, split_by_demo
-from world2act.align.losses import LOSS_VARIANTS, stage1_loss
+from world2act.align.losses import LOSS_VARIANTS, reconstruction_loss, stage1_loss
 from world2act.align.metrics import evaluate_bundle, heldout_summary
 from world2act.align.negatives import NegativeSampler
 from world2act.utils.io import atomic_path, read_json, write_json
@@ -39,7 +39,10 @@ class AlignConfig:
     Loss (paper Sec. 4.1): ``variant`` one of bi_infonce (paper) | single_infonce | marginal |
     global (Table S3); ``lam`` λ (authors' code 0.1); ``tau`` τ (0.07); ``margin`` for the hinge
     variant; ``hard_ratio`` fraction of hard negatives (paper 0.25, authors' code 0.75);
-    ``num_negatives`` negatives per anchor. ``negatives``: ``in_batch`` (default; the paper's
+    ``num_negatives`` negatives per anchor. ``video_rec`` (ours, 0 = the paper): weight of a
+    cross-modal reconstruction term MSE(g_a(f_v(z)), a), so that the video embedding itself
+    decodes to the chunk's actions (Stage 2 moves actions toward what f_v(target) means in
+    action space; docs/results.md "Stage 2 machinery" measures why). ``negatives``: ``in_batch`` (default; the paper's
     "negatives (in-batch)": ``batch_size`` items, each an anchor whose negatives are drawn from
     the same batch, which is composed of skill groups so hard negatives exist) or ``explicit``
     (``anchors_per_batch`` anchors, each with its own freshly drawn negatives; exact ratio but
@@ -61,6 +64,7 @@ class AlignConfig:
     latent_dim: int = 32
     variant: str = "bi_infonce"
     lam: float = 0.1
+    video_rec: float = 0.0
     tau: float = 0.07
     margin: float = 0.2
     hard_ratio: float = 0.25
@@ -101,6 +105,8 @@ class AlignConfig:
                      "checkpoint_every", "wm_batch"):
             if int(getattr(self, name)) < 1:
                 raise World2ActError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.video_rec < 0:
+            raise World2ActError(f"video_rec must be >= 0, got {self.video_rec}")
         if self.tau <= 0 or self.lr <= 0 or self.lam < 0:
             raise World2ActError(f"tau and lr must be > 0 and lam >= 0 (got tau={self.tau}, lr={self.lr}, lam={self.lam})")
         if not 0.0 < self.val_fraction < 1.0:
@@ -234,6 +240,8 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         dec = bundle.g_a(za)
         loss, parts = stage1_loss(v, za, dec, act, variant=cfg.variant, lam=cfg.lam, tau=cfg.tau, margin=cfg.margin,
                                   mask=m, candidates=nb.candidates.to(device), anchors=nb.anchors.to(device))
+        if cfg.video_rec > 0:
+            loss = loss + cfg.video_rec * reconstruction_loss(bundle.g_a(v), act, m)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
