@@ -168,3 +168,21 @@ def test_demo_targets_follow_the_expert_on_metaworld():
     assert res["expert_chunks"].shape == (T, 16, 4)
     assert res["anchor"] is not None and 0 < res["anchor"] < T  # the expert grasps mid-episode
     assert res["video"].shape[1:] == (32, 64, 3)
+
+
+def test_decoded_contrast_pulls_chunks_to_the_decoded_target():
+    torch.manual_seed(0)
+    net, f_a = _net(gate_init=0.5)
+    g_a = nn.Sequential(nn.Linear(D, K * A), nn.Unflatten(-1, (K, A)))
+    b = _batch(N=4, T=3, seed=4)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=3e-3)
+    first = None
+    for _ in range(40):
+        loss, m = stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="decoded", action_decoder=g_a)
+        first = first or float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.8 * first
+    with pytest.raises(ValueError, match="decoder"):
+        stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="decoded")

@@ -40,7 +40,9 @@ class PostTrainConfig:
             same rollout's aligned target chunk, the negatives the other rollouts' targets at
             that chunk plus, with ``temporal_negatives``, the same rollout's targets at chunks
             at least 2 away), or ``cosine`` (positives only, 1 − cos per chunk: an ablation
-            that asks whether the negatives help or only add noise).
+            that asks whether the negatives help or only add noise), or ``decoded`` (the
+            target decoded to an action chunk by Stage 1's frozen g_a and matched in action
+            space: ours, measured in docs/results.md).
         temporal_negatives: with ``contrast=chunk``, also contrast against the same rollout's
             other-time targets (teaches pace, not only identity).
         time_alignment: ``index`` (rollout chunk t ↔ target chunk t) or ``events`` (piecewise
@@ -109,7 +111,7 @@ class PostTrainConfig:
             if getattr(self, name) <= 0:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
-                   "contrast": ("sequence", "chunk", "cosine"), "time_alignment": ("index", "events"),
+                   "contrast": ("sequence", "chunk", "cosine", "decoded"), "time_alignment": ("index", "events"),
                    "fa_input": ("executed", "clamped")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

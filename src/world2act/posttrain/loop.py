@@ -464,9 +464,10 @@ def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, si
 
     folder = out / ("imagined" if cfg.targets == "imagined" else "demo_targets")
     folder.mkdir(exist_ok=True)
+    key = target_cache_key(cfg)
     result: dict = {}
     for task, seeds in pool.items():
-        todo = [s for s in seeds if not (folder / f"{task}_{s}.safetensors").is_file()]
+        todo = [s for s in seeds if _cached_key(folder / f"{task}_{s}.safetensors") != key]
         if todo:
             env = make_env(cfg.benchmark, task, camera_size=size, cameras=cameras)
             try:
@@ -483,6 +484,7 @@ def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, si
                         tensors = {"targets": res["targets"].contiguous(), "expert_chunks": res["expert_chunks"].contiguous()}
                         meta = {"instruction": env.instruction, "success": str(res["success"]), "steps": str(res["steps"])}
                     meta["anchor"] = json.dumps(res["anchor"])
+                    meta["cache_key"] = key
                     with atomic_path(folder / f"{task}_{s}.safetensors") as tmp:
                         save_file(tensors, str(tmp), metadata=meta)
                     if s == seeds[0]:
@@ -499,6 +501,32 @@ def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, si
             result[(task, s)] = {"targets": t["targets"], "expert_chunks": t.get("expert_chunks"),
                                  "anchor": json.loads(meta.get("anchor", "null"))}
     return result
+
+
+def target_cache_key(cfg: PostTrainConfig) -> str:
+    """What a cached target depends on: its kind, the world model and Stage-1 folders (their
+    weight files' sizes and times), σ or the sampling steps. A cached file with another key is
+    recomputed."""
+    import hashlib
+
+    stamp = []
+    for folder in (cfg.wm, cfg.align):
+        for p in sorted(Path(folder).rglob("*.safetensors")):
+            if "cache" in p.parts or "checkpoint" in p.parts:
+                continue
+            st = p.stat()
+            stamp.append((str(p.resolve()), st.st_size, int(st.st_mtime)))
+    blob = json.dumps({"targets": cfg.targets, "sigma": cfg.demo_sigma, "steps": cfg.imagine_steps, "files": stamp})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("cache_key")
 
 
 def slot_tasks(task_ids: list, iteration: int, num_envs: int, mixing: str) -> list:

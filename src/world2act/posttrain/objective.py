@@ -141,7 +141,9 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         delta_l2: optional weight of mean Δa² (0 = the paper's pure contrastive objective).
         contrast: ``sequence`` (Eq. 1 on chunk-averaged similarities), ``chunk``
             (:func:`chunk_infonce`) or ``cosine`` (positives only, no negatives: mean
-            1 − cos over valid chunks; an ablation, not the paper's objective).
+            1 − cos over valid chunks; an ablation, not the paper's objective) or ``decoded``
+            (mean squared distance between the executed chunk and g_a(target), the target
+            decoded by the frozen Stage-1 decoder ``action_decoder``: ours, not the paper's).
         temporal_negatives: passed to :func:`chunk_infonce`.
         action_space: maps the normalised combined chunk ``[M, K, A]`` to what f_a sees (e.g.
             the executed action: un-normalise, clip to the action box, normalise); None = clamp
@@ -179,8 +181,15 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
     elif contrast == "cosine":  # positives only: 1 − cos(target, f_a(chunk)) per valid chunk
         pos = F.cosine_similarity(batch.targets, emb, dim=-1)
         infonce = (1.0 - pos)[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
+    elif contrast == "decoded":  # the target read as actions through Stage 1's frozen g_a, matched in action space
+        if action_decoder is None:
+            raise ValueError("contrast='decoded' needs the Stage-1 action decoder")
+        with torch.no_grad():
+            goal = action_decoder(batch.targets.reshape(N * T, -1))
+        err = ((combined - goal) ** 2).mean(dim=(1, 2)).reshape(N, T)
+        infonce = err[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
     else:
-        raise ValueError(f"contrast must be 'sequence', 'chunk' or 'cosine', got {contrast!r}")
+        raise ValueError(f"contrast must be 'sequence', 'chunk', 'cosine' or 'decoded', got {contrast!r}")
     loss = infonce
     if delta_l2 > 0:
         loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
