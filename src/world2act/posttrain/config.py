@@ -42,7 +42,9 @@ class PostTrainConfig:
             at least 2 away), or ``cosine`` (positives only, 1 − cos per chunk: an ablation
             that asks whether the negatives help or only add noise), or ``decoded`` (the
             target decoded to an action chunk by Stage 1's frozen g_a and matched in action
-            space: ours, measured in docs/results.md).
+            space: ours, measured in docs/results.md), or ``expert`` (the action-level oracle:
+            the expert's aligned chunk itself is the goal; ``targets=demo`` only; an upper bound
+            on what the machinery can do with a perfect target).
         temporal_negatives: with ``contrast=chunk``, also contrast against the same rollout's
             other-time targets (teaches pace, not only identity).
         time_alignment: ``index`` (rollout chunk t ↔ target chunk t) or ``events`` (piecewise
@@ -111,11 +113,13 @@ class PostTrainConfig:
             if getattr(self, name) <= 0:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
-                   "contrast": ("sequence", "chunk", "cosine", "decoded"), "time_alignment": ("index", "events"),
+                   "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
                    "fa_input": ("executed", "clamped")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise World2ActError(f"post-train: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+        if self.contrast == "expert" and self.targets != "demo":
+            raise World2ActError("post-train: contrast=expert needs targets=demo (the expert's chunks)")
         if self.replay < 0 or self.max_delta < 0 or self.demo_sigma <= 0:
             raise World2ActError("post-train: replay and max_delta must be ≥ 0 and demo_sigma > 0")
         if not (self.tau > 0 and self.lr > 0):

@@ -143,7 +143,9 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
             (:func:`chunk_infonce`) or ``cosine`` (positives only, no negatives: mean
             1 − cos over valid chunks; an ablation, not the paper's objective) or ``decoded``
             (mean squared distance between the executed chunk and g_a(target), the target
-            decoded by the frozen Stage-1 decoder ``action_decoder``: ours, not the paper's).
+            decoded by the frozen Stage-1 decoder ``action_decoder``: ours, not the paper's) or
+            ``expert`` (the action-level oracle: the expert's own aligned chunk as the goal; an
+            upper bound for what any latent target can give, ``targets=demo`` only).
         temporal_negatives: passed to :func:`chunk_infonce`.
         action_space: maps the normalised combined chunk ``[M, K, A]`` to what f_a sees (e.g.
             the executed action: un-normalise, clip to the action box, normalise); None = clamp
@@ -188,8 +190,13 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
             goal = action_decoder(batch.targets.reshape(N * T, -1))
         err = ((combined - goal) ** 2).mean(dim=(1, 2)).reshape(N, T)
         infonce = err[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
+    elif contrast == "expert":  # the upper bound: the expert's own chunk as the goal (targets=demo only)
+        if batch.expert_chunks is None:
+            raise ValueError("contrast='expert' needs the expert's chunks (targets=demo)")
+        err = ((combined - batch.expert_chunks.reshape(N * T, K, A)) ** 2).mean(dim=(1, 2)).reshape(N, T)
+        infonce = err[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
     else:
-        raise ValueError(f"contrast must be 'sequence', 'chunk', 'cosine' or 'decoded', got {contrast!r}")
+        raise ValueError(f"contrast must be 'sequence', 'chunk', 'cosine', 'decoded' or 'expert', got {contrast!r}")
     loss = infonce
     if delta_l2 > 0:
         loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
