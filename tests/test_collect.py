@@ -52,6 +52,28 @@ def test_collect_resume_and_refusal(tmp_path):
     assert np.array_equal(ds2.load_episode(2, load_images=False).actions, ds.load_episode(2, load_images=False).actions)
 
 
+def test_collect_any_seed(tmp_path, capsys):
+    """--seed 4242 (once refused as outside 0..9) collects from its own block of demo seeds."""
+    from world2act.data import LeRobotDataset
+    from world2act.data.collect import SEED_BLOCK
+    from world2act.envs import SEED_RANGES, list_tasks, run_seed_for
+
+    out = tmp_path / "s4242"
+    rc = cli_main(["collect", "--benchmark", "metaworld", "--tasks", "pick-place-v3", "--episodes", "1",
+                   "--image-size", "16", "--workers", "0", "--seed", "4242", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    m = LeRobotDataset(out).episode_meta(0)
+    ti = [t.task_id for t in list_tasks("metaworld")].index("pick-place-v3")
+    assert m["seed"] == run_seed_for("demos", ti, 4242, m["attempt"], block=SEED_BLOCK)
+    assert m["seed"] in SEED_RANGES["demos"]
+    seed0 = {run_seed_for("demos", ti, 0, a, block=SEED_BLOCK) for a in range(SEED_BLOCK)}
+    assert m["seed"] not in seed0
+    with pytest.raises(World2ActError, match="non-negative"):
+        run(_cfg(1, seed=-1), tmp_path / "neg")
+    with pytest.raises(World2ActError, match="at most 10000"):
+        run(_cfg(1, max_attempts=SEED_BLOCK + 1), tmp_path / "cap")
+
+
 def test_cli_bad_input_one_line_errors(tmp_path, capsys):
     out = tmp_path / "x"
     for argv, needle in [

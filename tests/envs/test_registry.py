@@ -79,6 +79,47 @@ def test_seed_ranges_disjoint():
         E.seed_for("demos", 0, 100_000)
 
 
+def test_run_seed_for_any_seed_keeps_ranges_disjointness_and_legacy_seeds():
+    from world2act.data.collect import SEED_BLOCK
+    from world2act.evaluation.harness import MW_SEED_STRIDE
+
+    for purpose, block, legacy in [("demos", SEED_BLOCK, 10), ("eval", MW_SEED_STRIDE, 200)]:
+        R = E.runs_per_task(purpose, block)
+        assert R == 10 * 100_000 // block
+        # seeds accepted before keep exactly their old reset seeds
+        for s in range(legacy):
+            for i in (0, 1, block - 1):
+                for t in (0, 49, 89):
+                    assert E.run_seed_for(purpose, t, s, i, block=block) == E.seed_for(purpose, t, block * s + i)
+
+        def blocks(t, seeds):
+            return {E.run_seed_for(purpose, t, s, 0, block=block) for s in seeds}
+
+        # every run seed 0..R-1 gets its own block, for every task, and no two tasks share one
+        per_task = [blocks(t, range(R)) for t in range(E.MAX_TASKS)]
+        assert all(len(b) == R for b in per_task)
+        assert len(set().union(*per_task)) == R * E.MAX_TASKS
+        # ... and every seed of every block stays inside the purpose's range
+        lo = min(min(b) for b in per_task)
+        hi = max(max(b) for b in per_task) + block - 1
+        assert lo in E.SEED_RANGES[purpose] and hi in E.SEED_RANGES[purpose]
+        # large seeds work, stay in range, differ from their neighbours; seeds equal modulo R coincide
+        for s in (4242, 10**12 + 7):
+            assert E.run_seed_for(purpose, 89, s, block - 1, block=block) in E.SEED_RANGES[purpose]
+        a = {E.run_seed_for(purpose, 3, 4242, i, block=block) for i in range(block)}
+        b = {E.run_seed_for(purpose, 3, 4243, i, block=block) for i in range(block)}
+        c = {E.run_seed_for(purpose, 3, 0, i, block=block) for i in range(block)}
+        assert len(a) == block and not a & b and not a & c
+        assert E.run_seed_for(purpose, 3, 4242 + R, 7, block=block) == E.run_seed_for(purpose, 3, 4242, 7, block=block)
+    with pytest.raises(World2ActError, match="non-negative"):
+        E.run_seed_for("demos", 0, -1, 0, block=SEED_BLOCK)
+    with pytest.raises(World2ActError, match="out of range"):
+        E.run_seed_for("demos", 0, 1, SEED_BLOCK, block=SEED_BLOCK)
+    with pytest.raises(World2ActError, match="task index"):
+        E.seed_for("demos", E.MAX_TASKS, 0)  # slots above MAX_TASKS belong to run blocks
+    assert max(len(E.list_tasks(b)) for b in E.BENCHMARKS) <= E.MAX_TASKS
+
+
 def test_instructions_cover_all_metaworld_tasks():
     from metaworld.policies import ENV_POLICY_MAP
 

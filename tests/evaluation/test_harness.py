@@ -120,6 +120,24 @@ def test_job_mapping_is_documented_protocol():
     assert len({j.reset_seed for j in mw}) == 6
 
 
+def test_metaworld_any_seed_keeps_eval_range_and_old_resets():
+    from world2act.envs import SEED_RANGES, list_tasks, seed_for
+
+    ti = [t.task_id for t in list_tasks("metaworld")].index("reach-v3")
+    jobs = episode_jobs("metaworld", ["reach-v3"], 4, [0, 19, 4242])
+    by_seed = {s: [j.reset_seed for j in jobs if j.seed == s] for s in (0, 19, 4242)}
+    assert by_seed[0] == [seed_for("eval", ti, i) for i in range(4)]  # seeds 0..19 as before
+    assert by_seed[19] == [seed_for("eval", ti, 500 * 19 + i) for i in range(4)]
+    assert all(r in SEED_RANGES["eval"] for r in by_seed[4242])
+    assert len({r for v in by_seed.values() for r in v}) == 12
+    with pytest.raises(World2ActError, match="modulo 2000"):
+        episode_jobs("metaworld", ["reach-v3"], 2, [5, 2005])
+    with pytest.raises(World2ActError, match="at most 500 trials"):
+        episode_jobs("metaworld", ["reach-v3"], 501, [0])
+    with pytest.raises(World2ActError, match="non-negative"):
+        episode_jobs("libero_object", [0], 2, [-1])
+
+
 def test_wilson_interval():
     lo, hi = wilson_interval(47, 50)
     assert 0.83 < lo < 0.85 and 0.97 < hi < 0.99

@@ -8,8 +8,12 @@ re-rendered from those states (every frame, every camera, at ``--image-size``) i
 worker. Failed attempts are counted and logged, never written; new seeds are tried until the
 task has ``--episodes`` demonstrations or ``--max-attempts`` (default 3×N) were spent.
 
-Determinism: attempt ``i`` of task ``t`` always uses seed ``seed_for("demos", t, 10000*seed + i)``
-and a task's demonstrations are its first N successful attempts in attempt order, whatever the
+Determinism: attempt ``i`` of task ``t`` always uses reset seed
+``run_seed_for("demos", t, seed, i, block=10000)`` (:func:`world2act.envs.run_seed_for`): any
+non-negative ``--seed`` selects one block of 10 000 demo seeds per task, always inside
+``SEED_RANGES["demos"]``; seeds ``0..99`` give pairwise disjoint blocks (seeds equal modulo 100
+share one), and ``0..9`` keep their original ``seed_for("demos", t, 10000*seed + i)``. A task's
+demonstrations are its first N successful attempts in attempt order, whatever the
 number of workers or interruptions (``--resume``).
 
 Output (``--out``): the dataset (``meta/info.json``, ``data/``, ``videos/``), per-episode meta
@@ -54,8 +58,9 @@ class CollectConfig:
         image_size: square frame size in pixels.
         cameras: camera names (None → benchmark defaults).
         workers: worker processes (0 = in this process).
-        max_attempts: attempts allowed per task (None → 3 × episodes).
-        seed: selects a block of 10000 demo seeds (0..9).
+        max_attempts: attempts allowed per task (None → 3 × episodes; at most 10000, one seed block).
+        seed: any non-negative integer; selects a block of 10000 demo seeds per task (seeds equal
+            modulo 100 select the same block, see the module docstring).
         max_steps: step cap per episode (None → the suite's budget).
         video_codec: video preset (:data:`world2act.data.video.VIDEO_PRESETS`: ``h264``
             yuv420p browser-playable (default), ``h264-444`` full chroma, ``h264-lossless``,
@@ -182,13 +187,17 @@ def _validate(cfg: CollectConfig) -> tuple[list, tuple[str, ...], dict]:
         raise World2ActError(f"--episodes must be a positive integer, got {cfg.episodes}")
     if int(cfg.image_size) < 8 or int(cfg.image_size) % 2:
         raise World2ActError(f"--image-size must be an even number >= 8 (video encoding), got {cfg.image_size}")
-    if not 0 <= int(cfg.seed) < 10:
-        raise World2ActError(f"--seed must be in 0..9 for collect (each value selects a block of {SEED_BLOCK} demo seeds), got {cfg.seed}")
+    if int(cfg.seed) < 0:
+        raise World2ActError(f"--seed must be a non-negative integer for collect, got {cfg.seed}")
     from world2act.data.video import video_preset
 
     video_preset(cfg.video_codec)  # raises with the valid names
     if cfg.max_attempts is not None and int(cfg.max_attempts) < 1:
         raise World2ActError(f"--max-attempts must be >= 1, got {cfg.max_attempts}")
+    cap = int(cfg.max_attempts) if cfg.max_attempts else 3 * int(cfg.episodes)
+    if cap > SEED_BLOCK:
+        raise World2ActError(f"--max-attempts: at most {SEED_BLOCK} attempts per task (one --seed block), got {cap}"
+                             + ("" if cfg.max_attempts else f" (3 x --episodes {cfg.episodes})"))
     from world2act.experts import supported_tasks
 
     supported = supported_tasks(cfg.benchmark)
@@ -237,7 +246,7 @@ def _sim_state_dim(cfg: CollectConfig, out: Path, tasks: list, cams: tuple, inde
     On ``--resume`` the existing dataset's width is kept (a dataset written before 2026-12
     keeps its per-episode width, ``-1``); a task whose states are wider is refused.
     """
-    from world2act.envs import seed_for
+    from world2act.envs import run_seed_for
     from world2act.envs.parallel import is_error, run_jobs
 
     existing = None
@@ -248,7 +257,7 @@ def _sim_state_dim(cfg: CollectConfig, out: Path, tasks: list, cams: tuple, inde
         existing = LeRobotDataset(out, check_files=False).spec.sim_state_dim
         if existing == VARIABLE or existing is None:
             return existing
-    jobs = [dict(benchmark=cfg.benchmark, task_id=t, seed=seed_for("demos", index[t], SEED_BLOCK * cfg.seed),
+    jobs = [dict(benchmark=cfg.benchmark, task_id=t, seed=run_seed_for("demos", index[t], cfg.seed, 0, block=SEED_BLOCK),
                  image_size=cfg.image_size, cameras=cams) for t in tasks]
     res = run_jobs(sim_state_width, jobs, min(cfg.workers, len(jobs)), desc=None)
     errors = [r for r in res if is_error(r)]
@@ -276,7 +285,7 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
             before any simulator starts.
     """
     from world2act.data import DatasetSpec, LeRobotDatasetWriter
-    from world2act.envs import seed_for, step_budget
+    from world2act.envs import run_seed_for, step_budget
     from world2act.envs.parallel import is_error, run_jobs
     from world2act.utils.io import write_json
     from world2act.utils.manifest import write_manifest
@@ -367,7 +376,7 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
                 n = min(left, need if rnd == 0 and not rec["attempts"] else math.ceil(need / max(rate, 0.25)))
                 for k in range(n):
                     a = rec["next_attempt"] + k
-                    jobs.append(dict(benchmark=cfg.benchmark, task_id=t, seed=seed_for("demos", index[t], SEED_BLOCK * cfg.seed + a),
+                    jobs.append(dict(benchmark=cfg.benchmark, task_id=t, seed=run_seed_for("demos", index[t], cfg.seed, a, block=SEED_BLOCK),
                                      attempt=a, image_size=cfg.image_size, cameras=cams, max_steps=budget))
             if not jobs:
                 break
@@ -402,7 +411,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", default=None, help="comma-separated cameras (default: agentview,wrist for LIBERO; "
                    "corner2,gripperPOV for Meta-World)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores; 0 = in this process)")
-    p.add_argument("--max-attempts", type=int, default=None, help="rollouts allowed per task (default 3 x --episodes)")
+    p.add_argument("--max-attempts", type=int, default=None, help="rollouts allowed per task (default 3 x --episodes; at most 10000)")
     p.add_argument("--max-steps", type=int, default=None, help="step cap per episode (default: the suite's budget; Meta-World 500)")
     p.add_argument("--video-codec", default="h264", help="video encoding: h264 (default; yuv420p, browser-playable), "
                    "h264-444 (full chroma), h264-lossless (yuv444p CRF 0), av1 (LeRobot's codec)")

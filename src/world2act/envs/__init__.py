@@ -5,9 +5,10 @@ Everything here validates its input *before* a simulator starts, so a typo in ``
 the valid choices.
 
 Seeds (one place for the whole project): random resets used for demonstrations, Stage-2
-post-training and evaluation are drawn from disjoint ranges, see :data:`SEED_RANGES` and
-:func:`seed_for`. LIBERO's 50 official init states are reserved for evaluation; demonstrations
-and post-training use seeded random resets only.
+post-training and evaluation are drawn from disjoint ranges, see :data:`SEED_RANGES`,
+:func:`seed_for` and :func:`run_seed_for` (any user ``--seed`` maps into its range). LIBERO's
+50 official init states are reserved for evaluation; demonstrations and post-training use seeded
+random resets only.
 """
 from __future__ import annotations
 
@@ -37,25 +38,83 @@ states) and ``eval`` (Meta-World evaluation; LIBERO evaluation uses the official
 Use :func:`seed_for` rather than raw numbers."""
 
 _SEEDS_PER_TASK = 100_000
+MAX_TASKS = 100
+"""Task indices a benchmark may use (the largest, ``libero_90``, has 90 tasks). Each purpose's
+range is cut into ``len(range) // 100_000 = 1000`` *slots* of 100 000 seeds; slot ``k`` belongs
+to task ``k % MAX_TASKS``, so every task owns 10 slots and tasks never share a seed."""
 
 
 def seed_for(purpose: str, task_index: int, i: int) -> int:
     """The ``i``-th reset seed for the ``task_index``-th task of a run, for ``purpose``.
 
-    ``seed = SEED_RANGES[purpose].start + 100_000 * task_index + i``: tasks never share seeds and
-    the purposes never overlap.
+    ``seed = SEED_RANGES[purpose].start + 100_000 * task_index + i`` (the task's first slot):
+    tasks never share seeds and the purposes never overlap. For seeds that depend on a user's
+    ``--seed`` use :func:`run_seed_for`.
 
     Raises:
         World2ActError: unknown purpose, or ``i`` / ``task_index`` out of range.
     """
+    if not 0 <= int(task_index) < MAX_TASKS:
+        raise World2ActError(f"task index {task_index} out of range [0, {MAX_TASKS}) for the {purpose} seeds")
+    return _slot_seed(purpose, int(task_index), i)
+
+
+def _slot_seed(purpose: str, slot: int, i: int) -> int:
     if purpose not in SEED_RANGES:
         raise World2ActError(f"unknown seed purpose {purpose!r}; valid: {', '.join(SEED_RANGES)}")
     if not 0 <= i < _SEEDS_PER_TASK:
         raise World2ActError(f"seed index {i} out of range [0, {_SEEDS_PER_TASK}) for {purpose}")
-    s = SEED_RANGES[purpose].start + _SEEDS_PER_TASK * int(task_index) + int(i)
+    s = SEED_RANGES[purpose].start + _SEEDS_PER_TASK * int(slot) + int(i)
     if s not in SEED_RANGES[purpose]:
-        raise World2ActError(f"task index {task_index} too large for the {purpose} seed range")
+        raise World2ActError(f"task index {slot} too large for the {purpose} seed range")
     return s
+
+
+def runs_per_task(purpose: str, block: int) -> int:
+    """How many runs of ``block`` reset seeds each fit, disjointly, into one task's share of
+    ``SEED_RANGES[purpose]`` (demos with 10 000 attempts per run: 100; Meta-World evaluation
+    with 500 trials per seed: 2000). See :func:`run_seed_for`."""
+    if purpose not in SEED_RANGES:
+        raise World2ActError(f"unknown seed purpose {purpose!r}; valid: {', '.join(SEED_RANGES)}")
+    if not 0 < int(block) <= _SEEDS_PER_TASK or _SEEDS_PER_TASK % int(block):
+        raise World2ActError(f"seed block {block} must divide {_SEEDS_PER_TASK}")
+    slots = len(SEED_RANGES[purpose]) // _SEEDS_PER_TASK // MAX_TASKS
+    return (_SEEDS_PER_TASK // int(block)) * slots
+
+
+def run_seed_for(purpose: str, task_index: int, run_seed: int, i: int, *, block: int) -> int:
+    """The ``i``-th reset seed of task ``task_index`` in a run started with ``--seed run_seed``.
+
+    Any non-negative ``run_seed`` is accepted. A run owns one *block* of ``block`` consecutive
+    seeds (``0 <= i < block``). With ``R = runs_per_task(purpose, block)``, ``P = 100_000 //
+    block`` blocks per slot and ``r = run_seed % R``, the block lies in the task's slot
+    ``task_index + MAX_TASKS * (r // P)`` at offset ``block * (r % P)``::
+
+        seed = start + 100_000 * (task_index + 100 * (r // P)) + block * (r % P) + i
+
+    Guarantees, by construction:
+
+    * every seed lies in ``SEED_RANGES[purpose]`` (so demos, post-training and evaluation never
+      share a seed) and two tasks never share a seed;
+    * two runs of the same task share no seed unless ``run_seed ≡ run_seed' (mod R)``: any ``R``
+      consecutive values (e.g. ``0..R-1``) are pairwise disjoint;
+    * ``run_seed < P`` gives ``seed_for(purpose, task_index, block * run_seed + i)``, the rule
+      used before large seeds were accepted, so existing datasets and results reproduce.
+
+    Raises:
+        World2ActError: negative ``run_seed``, ``i`` outside ``[0, block)``, a bad purpose,
+            block or task index.
+    """
+    R = runs_per_task(purpose, block)
+    if int(run_seed) < 0:
+        raise World2ActError(f"seed {run_seed}: must be a non-negative integer")
+    if not 0 <= int(i) < int(block):
+        raise World2ActError(f"seed index {i} out of range [0, {block}) for one {purpose} run")
+    if not 0 <= int(task_index) < MAX_TASKS:
+        raise World2ActError(f"task index {task_index} out of range [0, {MAX_TASKS}) for the {purpose} seeds")
+    P = _SEEDS_PER_TASK // int(block)
+    r = int(run_seed) % R
+    return _slot_seed(purpose, int(task_index) + MAX_TASKS * (r // P), int(block) * (r % P) + int(i))
 
 
 def _check_benchmark(benchmark: str) -> None:
@@ -220,5 +279,6 @@ def make_env(benchmark: str, task_id, *, camera_size: tuple[int, int] = (64, 64)
 
 __all__ = [
     "BENCHMARKS", "SEED_RANGES", "ManipulationEnv", "TaskInfo", "available_cameras", "check_cameras",
-    "default_cameras", "list_tasks", "make_env", "resolve_tasks", "seed_for", "step_budget", "task_info",
+    "default_cameras", "list_tasks", "make_env", "resolve_tasks", "run_seed_for", "runs_per_task", "seed_for",
+    "step_budget", "task_info",
 ]

@@ -9,11 +9,13 @@ Protocol
   ``(i + offset(s)) % 50`` with ``offset(s) = 0`` — the official protocol (trial i ↔ init state
   i; 50 trials cover all 50 states); the seed changes the policy's sampling noise. (Pass
   ``init_offset_per_seed=k`` to use ``offset(s) = k · position of s in seeds`` instead.)
-* Meta-World: trial ``i`` of seed ``s`` resets with
-  ``seed_for("eval", task_index, 500·s + i)`` — from the evaluation seed range, disjoint from
-  every demonstration and post-training seed (``world2act.envs.SEED_RANGES``); ``task_index``
-  is the task's position in the full Meta-World task list, so a task's episodes do not depend on
-  which other tasks are evaluated.
+* Meta-World: trial ``i`` (at most 500 trials) of seed ``s`` (any non-negative integer) resets
+  with ``run_seed_for("eval", task_index, s, i, block=500)`` — from the evaluation seed range,
+  disjoint from every demonstration and post-training seed (``world2act.envs.SEED_RANGES``);
+  seeds ``0..1999`` give pairwise disjoint resets (seeds equal modulo 2000 share theirs, so one
+  run refuses such a pair), and ``0..199`` keep their original ``seed_for("eval", task_index,
+  500·s + i)``. ``task_index`` is the task's position in the full Meta-World task list, so a
+  task's episodes do not depend on which other tasks are evaluated.
 * The policy's noise generator is seeded per episode from ``(s, task, i)``.
 * Budget: the suite's step budget after the env's settle steps (LIBERO spatial 220, object 280,
   goal 300, libero_10 520; Meta-World 500). An episode ends at the first successful step.
@@ -49,7 +51,7 @@ from world2act import World2ActError
 log = logging.getLogger(__name__)
 
 EPISODES_FILE = "episodes.jsonl"
-MW_SEED_STRIDE = 500  # Meta-World: reset index = 500 * seed + trial
+MW_SEED_STRIDE = 500  # Meta-World: reset seeds per evaluation seed (trials <= 500), see run_seed_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,14 +92,27 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
     """The ordered job list for a run (ordered by task, seed, trial so workers reuse envs).
 
     Raises:
-        World2ActError: ``trials < 1`` or no seeds.
+        World2ActError: ``trials < 1``, no seeds, a negative seed; on Meta-World more than
+            :data:`MW_SEED_STRIDE` trials or two seeds that share reset seeds.
     """
-    from world2act.envs import list_tasks, seed_for
+    from world2act.envs import list_tasks, run_seed_for, runs_per_task
 
     if trials < 1:
         raise World2ActError(f"--trials must be at least 1, got {trials}")
     if not seeds:
         raise World2ActError("--seeds: give at least one seed (e.g. 0 or 0,1,2,3,4)")
+    if min(int(s) for s in seeds) < 0:
+        raise World2ActError(f"--seeds {list(seeds)}: seeds must be non-negative integers")
+    if benchmark == "metaworld":
+        if trials > MW_SEED_STRIDE:
+            raise World2ActError(f"Meta-World evaluation supports at most {MW_SEED_STRIDE} trials per seed, got {trials}")
+        R = runs_per_task("eval", MW_SEED_STRIDE)
+        same = {}
+        for s in seeds:
+            if int(s) % R in same and same[int(s) % R] != int(s):
+                raise World2ActError(f"--seeds: {same[int(s) % R]} and {s} give the same Meta-World reset seeds "
+                                     f"(seeds equal modulo {R} share them); pick seeds that differ modulo {R}")
+            same[int(s) % R] = int(s)
     all_ids = [t.task_id for t in list_tasks(benchmark)]
     libero = benchmark != "metaworld"
     jobs = []
@@ -109,10 +124,7 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
                     init = (i + init_offset_per_seed * si) % num_init_states
                     reset_seed = None
                 else:
-                    if not 0 <= s < 10_000 // MW_SEED_STRIDE or i >= MW_SEED_STRIDE:
-                        raise World2ActError(f"Meta-World evaluation supports seeds 0..{10_000 // MW_SEED_STRIDE - 1} "
-                                             f"and at most {MW_SEED_STRIDE} trials, got seed {s}, trial {i}")
-                    init, reset_seed = None, seed_for("eval", ti, MW_SEED_STRIDE * s + i)
+                    init, reset_seed = None, run_seed_for("eval", ti, int(s), i, block=MW_SEED_STRIDE)
                 jobs.append(EpisodeJob(task, ti, i, int(s), init, reset_seed, policy_seed_for(s, ti, i)))
     # videos: first seed, lowest trials first, one per task in turn
     order = sorted((j for j in jobs if j.seed == seeds[0]), key=lambda j: (j.trial, tasks.index(j.task)))
@@ -575,7 +587,8 @@ def build_result(records: list[dict], *, benchmark: str, tasks: list, seeds: lis
             "init_states": ("LIBERO official init states: trial i of seed s uses init state "
                             f"(i + {config['init_offset_per_seed']}*position(s)) % 50")
             if benchmark != "metaworld" else
-            f"Meta-World seeded resets: seed_for('eval', task_index, {MW_SEED_STRIDE}*s + i) (evaluation seed range)",
+            f"Meta-World seeded resets: run_seed_for('eval', task_index, s, i, block={MW_SEED_STRIDE}) (evaluation "
+            f"seed range; equals seed_for('eval', task_index, {MW_SEED_STRIDE}*s + i) for s < 200)",
             "counting": "errors count as trials and as failures; success_rate_excl_errors excludes them",
             "image_size": config["image_size"],
         },
