@@ -471,7 +471,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
             latent channels/size, cameras) or a dataset without held-out episodes; all checked
             before the world model's weights are loaded or ``out`` is touched.
     """
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.align import AlignmentBundle
     from world2act.data import LeRobotDataset
@@ -532,7 +532,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     real: dict[float, list[torch.Tensor]] = {}
     for s in dict.fromkeys([cfg.sigma, *cfg.sigmas]):
         real[s] = [real_video_embeddings(wm, bundle, d, s, seed=cfg.seed * 100_003 + d.episode)
-                   for d in tqdm(demos, desc=f"x0 at sigma {s:g}", disable=not progress, leave=False)]
+                   for d in progress_bar(demos, desc=f"x0 at sigma {s:g}", disable=not progress, leave=False)]
     timings["real_latents"] = time.time() - t0
 
     rows = [{"key": f"real_sigma{cfg.sigma:g}", "label": f"real video, x0 at σ = {cfg.sigma:g}, episode grid",
@@ -553,7 +553,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     if cfg.imagine:
         t0 = time.time()
         imag: list[list[torch.Tensor]] = []
-        for d in tqdm(demos, desc="imagination", disable=not progress, leave=False):
+        for d in progress_bar(demos, desc="imagination", disable=not progress, leave=False):
             imag.append([imagine_targets(wm, bundle, d.first_frame, d.task, steps=cfg.imagine_steps,
                                          seed=cfg.seed * 100_003 + 1000 * d.episode + 100 * k)["targets"].float()
                          for k in range(cfg.samples)])

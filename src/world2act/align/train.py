@@ -172,7 +172,7 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         ``step, loss, rec, nce, hard_fraction, grad_norm``; ``kind == "eval"`` the
         :func:`evaluate_bundle` metrics.
     """
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     info = train.shape_info
     base = adapter_cfg or AdapterConfig()
@@ -226,7 +226,7 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
     if start == 0 and not any(c["kind"] == "eval" and c["step"] == 0 for c in curves):
         evaluate(0)
     acc = {"loss": 0.0, "rec": 0.0, "nce": 0.0, "hard": 0, "neg": 0, "gn": 0.0, "n": 0}
-    bar = tqdm(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
+    bar = progress_bar(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
                dynamic_ncols=True, leave=False)
     for step in bar:
         nb = (sampler.in_batch(cfg.batch_size, rng) if cfg.negatives == "in_batch"

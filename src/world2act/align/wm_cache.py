@@ -144,7 +144,7 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
             the world model, or no usable clip.
     """
     from safetensors.torch import load_file, save_file
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.data import LeRobotDataset
     from world2act.utils.io import atomic_path
@@ -208,7 +208,7 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
     per_part = max(1, int(cfg.wm_batch)) * 8
     n_parts = (len(items) + per_part - 1) // per_part
     loaded_ep: dict = {}
-    bar = tqdm(total=len(items), desc="WM latents", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=len(items), desc="WM latents", disable=not progress, dynamic_ncols=True, leave=False)
     for pi in range(n_parts):
         path = parts_dir / f"part-{pi:05d}.safetensors"
         chunk = items[pi * per_part:(pi + 1) * per_part]

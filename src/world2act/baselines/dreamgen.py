@@ -362,7 +362,7 @@ def build_pseudo(cfg: DreamGenConfig, wm, wc, idm: InverseDynamicsModel, idm_key
     """
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.envs import make_env
     from world2act.utils.io import atomic_path
@@ -372,7 +372,7 @@ def build_pseudo(cfg: DreamGenConfig, wm, wc, idm: InverseDynamicsModel, idm_key
     for task, seeds in pool.items():
         env = None
         try:
-            for s in tqdm(seeds, desc=f"imagine+label task {task}", leave=False):
+            for s in progress_bar(seeds, desc=f"imagine+label task {task}", leave=False):
                 path = folder / f"{task}_{s}.safetensors"
                 key = _imagine_key(cfg, wc, task, s)
                 meta, tensors = {}, {}
@@ -549,7 +549,7 @@ def plot_strip(tr: dict, wc, path: Path, n_frames: int, action_names: list[str] 
 def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed: int, device: str = "cpu") -> tuple:
     """Fine-tune a copy of ``policy``'s network on real + pseudo-labelled chunks with the base
     policy's own training step; returns (FlowPolicy with the EMA weights, metrics, curve)."""
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.policies.flow_policy import FlowPolicy, FlowPolicyNet
     from world2act.policies.train_base import _lr_at, batch_loss, optimizer_step, sample_batch
@@ -574,7 +574,7 @@ def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed
     curve: list[dict] = []
     loss_ema = None
     net.train()
-    for step in tqdm(range(fcfg.steps), desc="dreamgen fine-tune", unit="step", leave=False):
+    for step in progress_bar(range(fcfg.steps), desc="dreamgen fine-tune", unit="step", leave=False):
         rng = np.random.default_rng([seed, 11, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         rb = sample_batch(real, rng.integers(0, len(real), n_r), K)

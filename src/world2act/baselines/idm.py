@@ -328,7 +328,7 @@ def train_idm(tcfg: IDMTrainConfig, demos, idm_cfg: IDMConfig, out: str | Path, 
     Raises:
         World2ActError: the demos lack a camera or have no episode longer than ``K`` steps.
     """
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.policies.normalizer import Normalizer
     from world2act.policies.train_base import _lr_at, random_shift
@@ -370,7 +370,7 @@ def train_idm(tcfg: IDMTrainConfig, demos, idm_cfg: IDMConfig, out: str | Path, 
     curve: list[dict] = []
     loss_ema = None
     net.train()
-    for step in tqdm(range(tcfg.steps), desc="idm", unit="step", leave=False):
+    for step in progress_bar(range(tcfg.steps), desc="idm", unit="step", leave=False):
         rng = np.random.default_rng([seed, 7, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         a, b, acts, state = batch(rng.choice(train_starts, tcfg.batch_size), gen, tcfg.augment_shift)

@@ -98,13 +98,13 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str | Non
         KeyboardInterrupt: after terminating the workers (finished results were already
             passed to ``on_result``).
     """
-    from tqdm.auto import tqdm
+    from world2act.utils.progress import progress_bar
 
     n = len(jobs)
     results: list = [None] * n
     done = [False] * n
     next_emit = 0
-    bar = tqdm(total=n, desc=desc, disable=desc is None, dynamic_ncols=True)
+    bar = progress_bar(total=n, desc=desc, disable=desc is None, dynamic_ncols=True)
 
     def finish(i: int, r: Any) -> None:
         nonlocal next_emit

@@ -509,9 +509,9 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
 
     spec = WorkerSpec(policy=policy_spec, benchmark=benchmark, image_size=tuple(image_size) if image_size else None,
                       device=device, env_factory=env_factory, video_dir=str(out / "videos"), threads=1)
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=f"eval {benchmark}", unit="ep", disable=not progress)
+    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"eval {benchmark}", unit="ep", disable=not progress)
     n_ok = [sum(1 for r in records.values() if r.get("success"))]
 
     def on_done(rec: dict) -> None:

@@ -114,7 +114,7 @@ def load_demos(path: str | Path, cameras: tuple[str, ...] = (), episodes_per_tas
         World2ActError: a dataset is missing/invalid, has no episodes, lacks a camera, or two
             datasets disagree on action/state size, cameras or image size.
     """
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.data import LeRobotDataset
 
@@ -147,7 +147,7 @@ def load_demos(path: str | Path, cameras: tuple[str, ...] = (), episodes_per_tas
     n = 0
     used = 0
     refs = [(ds, i) for _, ds in sets for i in range(ds.num_episodes)]
-    for ds, i in tqdm(refs, desc="loading demos", unit="ep"):
+    for ds, i in progress_bar(refs, desc="loading demos", unit="ep"):
         ep = ds.load_episode(i, cameras=cams)
         if episodes_per_task and per_task.get(ep.task, 0) >= episodes_per_task:
             continue
@@ -276,7 +276,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
         World2ActError: bad dataset/config, or an ``out`` folder in use without resume/overwrite.
     """
     from safetensors.torch import load_file
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig, FlowPolicyNet
     from world2act.policies.normalizer import Normalizer
@@ -334,7 +334,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     step = start_step
     loss_ema = None
     net.train()
-    bar = tqdm(total=cfg.steps, initial=start_step, desc="train-base", unit="step")
+    bar = progress_bar(total=cfg.steps, initial=start_step, desc="train-base", unit="step")
     stopped = "steps"
     try:
         while step < cfg.steps:

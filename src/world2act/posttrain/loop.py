@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from world2act import World2ActError
 from world2act.posttrain.config import PostTrainConfig
 from world2act.posttrain.objective import RolloutBatch, masked_chunkwise_cosine, stage2_step
 from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
+from world2act.utils.progress import progress_bar
 from world2act.utils.seeding import seed_everything, torch_threads
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     action_space = executed_action_space(bundle) if cfg.fa_input == "executed" else None
     replay: deque = deque(maxlen=cfg.replay) if cfg.replay else deque(maxlen=1)
     venv = None
-    bar = tqdm(range(start_it, cfg.iterations), desc="post-train", initial=start_it, total=cfg.iterations)
+    bar = progress_bar(range(start_it, cfg.iterations), desc="post-train", initial=start_it, total=cfg.iterations)
     try:
         for it in bar:
             slots = slot_tasks(task_ids, it, cfg.num_envs, cfg.task_mixing)
@@ -471,7 +471,7 @@ def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, si
         if todo:
             env = make_env(cfg.benchmark, task, camera_size=size, cameras=cameras)
             try:
-                for s in tqdm(todo, desc=f"{folder.name} task {task}", leave=False):
+                for s in progress_bar(todo, desc=f"{folder.name} task {task}", leave=False):
                     if cfg.targets == "imagined":
                         env.reset(seed=s)
                         frames = env.render(tuple(wm.config.cameras), tuple(wm.config.image_size))

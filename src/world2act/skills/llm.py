@@ -355,12 +355,12 @@ class LLMAligner:
         Results are in input order. Raises :class:`World2ActError` when the endpoint rejected
         the key or model (HTTP 401/403/404): every further request would fail the same way.
         """
-        from tqdm.auto import tqdm
+        from world2act.utils.progress import progress_bar
 
         results: list[LLMResult | None] = [None] * len(items)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
             futs = {pool.submit(self.align, *it): i for i, it in enumerate(items)}
-            for f in tqdm(concurrent.futures.as_completed(futs), total=len(futs), desc="llm align",
+            for f in progress_bar(concurrent.futures.as_completed(futs), total=len(futs), desc="llm align",
                           disable=not progress, leave=False):
                 results[futs[f]] = f.result()
         if self._fatal:

@@ -320,7 +320,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             unusable ``--out``, an LLM endpoint that rejects the key/model, or no episode
             synchronised at all (nothing to write).
     """
-    from tqdm.auto import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.data import LeRobotDataset, LeRobotDatasetWriter
     from world2act.data.lerobot import GRIPPER, STATE
@@ -369,7 +369,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     skipped = {"unsuccessful": 0}
     results: list[EpisodeSegmentation] = []
     loaded: dict[int, tuple[np.ndarray, np.ndarray, int, str, np.ndarray]] = {}
-    for i in tqdm(range(ds.num_episodes), desc="reading gripper signals", **pbar):
+    for i in progress_bar(range(ds.num_episodes), desc="reading gripper signals", **pbar):
         meta = ds.episode_meta(i)
         task, T = str(meta["task"]), int(meta["length"])
         if not cfg.include_failed and not meta.get("success", True):
@@ -535,7 +535,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         raise World2ActError(f"--out {out}: the existing clips do not match this run's segmentation "
                              "(different settings?); use --overwrite")
     clip_lengths: list[int] = []
-    for r in tqdm(synced, desc="writing skill clips", **pbar):
+    for r in progress_bar(synced, desc="writing skill clips", **pbar):
         clips = r.clips()
         clip_lengths.extend(b - a for a, b, _ in clips)
         todo = [(k, c) for k, c in enumerate(clips) if (r.episode, k) not in done]

@@ -180,14 +180,14 @@ def check_dataset(ds, cfg) -> None:
 
 def load_clip_videos(ds, records: list[ClipRecord], cfg, progress: bool = True) -> np.ndarray:
     """Stitched uint8 clips ``[N, T, H, W, 3]`` for ``records`` (each episode decoded once)."""
-    from tqdm.auto import tqdm
+    from world2act.utils.progress import progress_bar
 
     h, w = cfg.frame_size
     out = np.zeros((len(records), cfg.num_frames, h, w, 3), np.uint8)
     by_ep: dict[int, list[int]] = {}
     for k, r in enumerate(records):
         by_ep.setdefault(r.episode, []).append(k)
-    for ep, ks in tqdm(by_ep.items(), desc="reading clips", disable=not progress):
+    for ep, ks in progress_bar(by_ep.items(), desc="reading clips", disable=not progress):
         e = ds.load_episode(ep, cameras=list(cfg.cameras))
         frames = stitch(e.images, cfg.cameras, cfg.layout)
         if frames.ndim != 4 or frames.shape[-1] != 3:

@@ -395,7 +395,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
             the world model's cameras, an instruction the decomposer cannot split; all checked
             before the world model's weights are loaded or ``out`` is touched.
     """
-    from tqdm import tqdm
+    from world2act.utils.progress import progress_bar
 
     from world2act.data import LeRobotDataset
     from world2act.envs import make_env
@@ -461,7 +461,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
     strip_eps = set(select_episodes(used, {i: task_of[i] for i in used}, cfg.strips)) if cfg.strips else set()
     per_frame, per_demo, strips = [], [], []
     t_rec = t_gen = t_strip = t_met = 0.0
-    for i in tqdm(used, desc="wm-eval demos", disable=not progress, leave=False):
+    for i in progress_bar(used, desc="wm-eval demos", disable=not progress, leave=False):
         d = demos[i]
         t0 = time.time()
         rec = reconstruct(wm, d.frames)

@@ -421,9 +421,9 @@ class WorldModel(nn.Module):
         cond = cond_latent.to(x)
         it = sched.timesteps
         if progress:
-            from tqdm.auto import tqdm
+            from world2act.utils.progress import progress_bar
 
-            it = tqdm(it, desc="sampling", leave=False)
+            it = progress_bar(it, desc="sampling", leave=False)
         for i, ts in enumerate(it):
             sig = sched.sigmas[i].to(torch.float32)
             t = sig / (sig + 1)
@@ -487,9 +487,9 @@ class WorldModel(nn.Module):
             raise World2ActError(f"first_frame: expected shape ({h}, {w}, 3), got {frame.shape}")
         embeds = self.encode_prompts(list(prompts))
         videos, lats = [], []
-        from tqdm.auto import tqdm
+        from world2act.utils.progress import progress_bar
 
-        for k, p in enumerate(tqdm(prompts, desc="rollout clips", disable=not progress)):
+        for k, p in enumerate(progress_bar(prompts, desc="rollout clips", disable=not progress)):
             v, lat = self.generate_clip(frame, p, num_inference_steps, seed + k, guidance_scale,
                                         prompt_embeds=embeds[k:k + 1])
             videos.append(v if k == 0 else v[1:])

@@ -112,7 +112,7 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         list of (step, loss, learning rate) triples (written to ``vae_loss_log.csv`` by :func:`run`).
     """
     import torch
-    from tqdm.auto import tqdm
+    from world2act.utils.progress import progress_bar
 
     vae.train().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
@@ -125,7 +125,7 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
     _check_vae_frames(nf)
     hist = []
     t0 = time.time()
-    bar = tqdm(range(cfg.vae_steps), desc="VAE")
+    bar = progress_bar(range(cfg.vae_steps), desc="VAE")
     for step in bar:
         if cfg.vae_max_minutes and (time.time() - t0) / 60 > cfg.vae_max_minutes:
             log.warning("vae_max_minutes=%s reached at VAE step %d", cfg.vae_max_minutes, step)
@@ -404,14 +404,14 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         os.replace(tmp, ckpt)
         shutil.rmtree(old, ignore_errors=True)
 
-    from tqdm.auto import tqdm
+    from world2act.utils.progress import progress_bar
 
     g = torch.Generator().manual_seed(cfg.seed + 7919 * step + acc.process_index)
     brng = np.random.default_rng(cfg.seed + step + 1000 * acc.process_index)
     tr.train()
     t_train = time.time()
     steps_done = 0
-    bar = tqdm(total=cfg.steps, initial=step, desc="WM", disable=not acc.is_local_main_process)
+    bar = progress_bar(total=cfg.steps, initial=step, desc="WM", disable=not acc.is_local_main_process)
     stopped = None
     while step < cfg.steps:
         b = brng.choice(tr_idx, cfg.batch_size, replace=len(tr_idx) < cfg.batch_size)
