@@ -12,6 +12,11 @@ writes ``OUT/<stage>/pipeline_stage.json`` with a hash of the stage's exact argu
 its upstream stages' hashes. On a re-run a stage is skipped when that file matches; an
 interrupted stage is re-run with ``--resume`` (its own checkpoints), and a stage whose inputs
 changed is re-run from scratch with ``--overwrite``.
+
+``--log-with tensorboard|wandb|trackio`` is passed on to the training stages (train-wm,
+train-base, align, post-train; it does not enter the stage hashes, so switching trackers
+re-runs nothing) and the evaluation summary is logged from the pipeline itself
+(``OUT/tensorboard`` for TensorBoard: ``tensorboard --logdir OUT`` shows every stage).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from world2act.utils.io import read_json, write_json
 
 log = logging.getLogger("world2act.pipeline")
 STAMP = "pipeline_stage.json"
+TRACKED_COMMANDS = ("train-wm", "train-base", "align", "post-train")  # commands that take --log-with
 
 
 @dataclasses.dataclass
@@ -71,7 +77,7 @@ def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
 
 
 def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list[str] | None = None,
-                 extra_env: dict | None = None, max_parallel: int = 2) -> dict:
+                 extra_env: dict | None = None, max_parallel: int = 2, log_with: str = "none") -> dict:
     """Run (or resume) every stage of ``preset`` into ``out``; write report.md and summary.json.
 
     Stages whose inputs are ready run concurrently, up to ``max_parallel`` at a time (on two
@@ -85,6 +91,9 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
             file and the last error line; stages running beside it are stopped and resume on
             the next run).
     """
+    from world2act.utils.tracking import check_backend
+
+    log_with = check_backend(log_with)
     stages, meta = _preset_stages(preset)
     out = Path(out).resolve()
     if overwrite and out.exists():
@@ -122,6 +131,8 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
         folder = out / st.name
         prefix = st.program or [sys.executable, "-m", "world2act"]
         argv = [*prefix, st.command, *[a.replace("{out}", str(out)) for a in st.args], "--out", str(folder)]
+        if log_with != "none" and st.command in TRACKED_COMMANDS:
+            argv += ["--log-with", log_with]
         if folder.exists() and any(folder.iterdir()):
             if st.resumable and not (folder / STAMP).is_file():
                 argv.append("--resume")  # interrupted earlier: continue from its checkpoints
@@ -184,6 +195,12 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
     timings = {st.name: timings[st.name] for st in stages if st.name in timings}
     summary = write_report(out, preset=preset if isinstance(preset, str) else getattr(preset, "__name__", "custom"),
                            preset_meta=meta, timings=timings)
+    if log_with != "none":
+        from world2act.utils.tracking import make_tracker
+
+        with make_tracker(log_with, out, "pipeline", {"preset": summary.get("preset") or str(preset)}) as tracker:
+            tracker.log({"eval": summary.get("success", {}),
+                         "residual_latency_overhead": summary.get("residual_latency_overhead")}, step=0)
     return summary
 
 
@@ -199,13 +216,17 @@ def add_arguments(p) -> None:
     p.add_argument("--only", help="comma-separated stage names allowed to run (others must be up to date)")
     p.add_argument("--parallel", type=int, default=2,
                    help="stages run at once when their inputs are ready (default 2: one per core)")
+    from world2act.utils.tracking import add_argument
+
+    add_argument(p)
 
 
 def main(args) -> int:
     if not args.out:
         raise World2ActError("pipeline: --out is required")
     summary = run_pipeline(args.preset, args.out, overwrite=args.overwrite,
-                           only=args.only.split(",") if args.only else None, max_parallel=args.parallel)
+                           only=args.only.split(",") if args.only else None, max_parallel=args.parallel,
+                           log_with=getattr(args, "log_with", "none"))
     print(f"report: {Path(args.out) / 'report.md'}")
     headline = summary.get("headline")
     if headline:

@@ -84,3 +84,18 @@ def test_bad_dataset(tmp_path):
         run(TrainBaseConfig(dataset=str(tmp_path / "nope")), tmp_path / "o")
     assert not (tmp_path / "o").exists()
     assert cli_main(["train-base", "--dataset", str(tmp_path), "--out", str(tmp_path / "o2")]) == 2
+
+
+def test_log_with_tensorboard_writes_the_loss_curve(dataset, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "base"
+    assert cli_main(["train-base", "--dataset", str(dataset), "--out", str(out), "--steps", "25", "--threads", "1",
+                     "--log-with", "tensorboard", *TINY]) == 0
+    ea = EventAccumulator(str(out / "tensorboard"))
+    ea.Reload()
+    assert {"train/loss", "train/lr", "final/final_loss"} <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Scalars("train/loss")] == [25]
+    curve = json.loads((out / "curve.json").read_text())
+    assert ea.Scalars("train/loss")[0].value == pytest.approx(curve[-1]["loss"], rel=1e-6)

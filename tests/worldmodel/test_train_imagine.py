@@ -19,7 +19,7 @@ FAST = dict(model="tiny", steps=4, vae_steps=2, vae_batch=2, batch_size=2, ckpt_
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("wm")
     data = synthetic_clips(8)
-    m = run(TrainWMConfig(**FAST), out, overwrite=True, videos=data)
+    m = run(TrainWMConfig(**FAST), out, overwrite=True, videos=data, log_with="tensorboard")
     return out, m, data
 
 
@@ -37,6 +37,19 @@ def test_train_writes_model_and_metrics(trained):
     assert held and all((c["split"] == "val") == (c["source_episode"] in held) for c in clips["clips"])
     wm = WorldModel.load(out)
     assert wm.config.name == "tiny"
+
+
+def test_log_with_tensorboard_has_the_loss_log_and_evaluation(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, m, _ = trained
+    ea = EventAccumulator(str(out / "tensorboard"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "vae/loss", "val/mean", "eval/psnr", "eval/ssim"} <= tags
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3, 4]  # the loss_log.csv rows (log_every=1)
+    assert [e.step for e in ea.Scalars("val/mean")] == [0, 4]
+    assert ea.Scalars("eval/psnr")[0].value == pytest.approx(m["heldout_generation"]["psnr"], rel=1e-5)
 
 
 def test_resume_continues_from_checkpoint(trained, tmp_path):

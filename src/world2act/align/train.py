@@ -157,7 +157,7 @@ def _load_state(d: Path, bundle: AlignmentBundle, opt: torch.optim.Optimizer, rn
 # --------------------------------------------------------------------------- training
 def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, adapter_cfg: AdapterConfig | None = None,
                    out: str | Path | None = None, resume: bool = False, device: str = "cpu", progress: bool = True,
-                   desc: str = "align") -> tuple[AlignmentBundle, list[dict]]:
+                   desc: str = "align", tracker=None, tag_prefix: str = "") -> tuple[AlignmentBundle, list[dict]]:
     """Train f_v, f_a, g_a on ``train`` with L = L_rec + λ·L_NCE; evaluate on ``val``.
 
     Args:
@@ -166,6 +166,8 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         adapter_cfg: dims/world-model info; A, K, C, latent_size are taken from ``train``.
         out: folder for ``curves.jsonl`` and the resumable ``checkpoint/`` (None: keep in memory).
         resume: continue from ``out/checkpoint`` when present.
+        tracker: a :mod:`world2act.utils.tracking` tracker; each curve record is also logged there
+            as ``{tag_prefix}train/…`` or ``{tag_prefix}heldout/…`` at its step.
 
     Returns:
         (bundle on CPU in eval mode, curve records). Records with ``kind == "train"`` hold
@@ -209,6 +211,8 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
 
     def record(rec: dict) -> None:
         curves.append(rec)
+        if tracker is not None:
+            tracker.log(rec, step=rec["step"], prefix=f"{tag_prefix}{'heldout' if rec['kind'] == 'eval' else 'train'}/")
         if out is not None:
             with open(out / CURVES, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -339,12 +343,15 @@ def variants_table(results: dict[str, dict]) -> str:
 
 # --------------------------------------------------------------------------- stage entry
 def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool = False, overwrite: bool = False,
-        data: AlignData | None = None, adapter_cfg: AdapterConfig | None = None, progress: bool = True) -> dict:
+        data: AlignData | None = None, adapter_cfg: AdapterConfig | None = None, progress: bool = True,
+        log_with: str = "none") -> dict:
     """Run Stage 1 end to end and write the bundle, ``metrics.json``, plots and manifest in ``out``.
 
     Args:
         cfg: :class:`AlignConfig` (``skills``/``wm`` required unless ``data`` is given).
         data: precomputed :class:`AlignData` (skips the world model; used by tests).
+        log_with: experiment tracker (:mod:`world2act.utils.tracking`): the loss records, the
+            held-out retrieval / cosine evaluations and the final held-out summary.
 
     Returns:
         the metrics dict written to ``metrics.json``.
@@ -354,15 +361,25 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
             ``resume``/``overwrite``.
     """
     from world2act.utils.io import prepare_out_dir
-    from world2act.utils.manifest import write_manifest
-    from world2act.utils.seeding import seed_everything
+    from world2act.utils.tracking import check_backend, make_tracker
 
     started = time.time()
+    check_backend(log_with)
     if data is None:
         from world2act.align.wm_cache import check_inputs
 
         check_inputs(cfg)  # cheap checks before touching the output folder
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    with make_tracker(log_with, out, "align", dataclasses.asdict(cfg)) as tracker:
+        return _run(cfg, out, device=device, resume=resume, data=data, adapter_cfg=adapter_cfg, progress=progress,
+                    tracker=tracker, started=started)
+
+
+def _run(cfg: AlignConfig, out: Path, *, device, resume, data, adapter_cfg, progress, tracker, started) -> dict:
+    """Stage 1 once ``out`` is prepared and the tracker is open (see :func:`run`)."""
+    from world2act.utils.manifest import write_manifest
+    from world2act.utils.seeding import seed_everything
+
     seed_everything(cfg.seed)
     if data is None:
         from world2act.align.wm_cache import build_cache
@@ -398,7 +415,8 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
         vcfg = dataclasses.replace(cfg, variant=v)
         vout = out / "train" if v == cfg.variant else out / "variants" / v
         bundle, curves = train_adapters(train, val, vcfg, adapter_cfg, vout, resume=resume, device=device,
-                                        progress=progress, desc=f"align[{v}]")
+                                        progress=progress, desc=f"align[{v}]", tracker=tracker,
+                                        tag_prefix="" if v == cfg.variant else f"variants/{v}/")
         results[v] = final_metrics(curves)
         plot_curves(curves, (out if v == cfg.variant else vout) / "loss_curves.png", title=f"Stage 1 ({v})")
         if v == cfg.variant:
@@ -425,6 +443,8 @@ def run(cfg: AlignConfig, out: str | Path, *, device: str = "cpu", resume: bool 
 
         atomic_write(out / "variants.md", "# Stage 1 loss variants (Table S3 analogue), held-out\n\n" + table)
     write_json(out / "metrics.json", metrics)
+    tracker.log({"heldout_summary": metrics.get("heldout_summary", {}), "targets": metrics["targets"]},
+                step=results[cfg.variant].get("steps"))
     write_manifest(out, stage="align", config=cfg, inputs={"skills": cfg.skills, "wm": cfg.wm}, metrics=metrics,
                    started=started)
     return metrics
@@ -445,6 +465,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compare", action="store_true", help="also train the three Table S3 ablation variants and compare")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="delete --out first")
+    from world2act.utils.tracking import add_argument
+
+    add_argument(parser)
 
 
 def main(args) -> int:
@@ -459,7 +482,8 @@ def main(args) -> int:
     if not cfg.skills or not cfg.wm:
         raise World2ActError("align: --skills DIR and --wm DIR are required")
     set_torch_threads()
-    metrics = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite)
+    metrics = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
+                  log_with=getattr(args, "log_with", "none"))
     h = metrics.get("heldout", {})
     if h:
         print(f"held-out: top-1 v→a {h['top1_v2a']:.3f}, a→v {h['top1_a2v']:.3f} (chance {h['chance']:.3f}); "

@@ -266,8 +266,11 @@ def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float, norma
 
 
 def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: bool = False,
-        overwrite: bool = False, demos: Demos | None = None) -> dict:
+        overwrite: bool = False, demos: Demos | None = None, log_with: str = "none") -> dict:
     """Train the base policy and write the policy folder to ``out``.
+
+    ``log_with`` (:mod:`world2act.utils.tracking`) also sends each ``curve.json`` record
+    (``train/loss`` = the running loss, ``train/lr``) and the final metrics to a tracker.
 
     Returns:
         metrics dict (steps, final loss, minutes, demonstrations, frames).
@@ -283,14 +286,17 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     from world2act.utils.io import prepare_out_dir, read_json, write_json
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import seed_everything, set_torch_threads
+    from world2act.utils.tracking import check_backend, make_tracker
 
     if not cfg.dataset and demos is None:
         raise World2ActError("train-base: --dataset is required")
+    check_backend(log_with)
     started = time.time()
     out = Path(out)
     if demos is None:  # validate input before touching out
         demos = load_demos(cfg.dataset, cfg.cameras, cfg.episodes_per_task)
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    tracker = make_tracker(log_with, out, "train-base", dataclasses.asdict(cfg))
     set_torch_threads(cfg.threads or None)
     seed_everything(cfg.seed)
     cams = tuple(demos.images)
@@ -359,6 +365,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                 bar.set_postfix(loss=f"{loss_ema:.4f}")
                 curve.append({"step": step, "loss": loss_ema, "lr": lr_now,
                               "elapsed_s": round(prev_elapsed + time.time() - t0, 1)})
+                tracker.log(curve[-1], step=step, prefix="train/")
             if step % cfg.save_every == 0:
                 _save_checkpoint(ckpt, net, ema, opt, step, prev_elapsed + time.time() - t0, normalizer)
                 write_json(curve_path, curve)
@@ -368,7 +375,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
         log.warning("interrupted at step %d: checkpoint saved, rerun with --resume to continue", step)
         raise
     finally:
-        bar.close()
+        bar.close()  # (the tracker flushes on every log: nothing is lost when this raises)
     elapsed = prev_elapsed + time.time() - t0
     if stopped == "max_minutes":
         log.warning("train-base: max_minutes=%s cut the run short at step %d of %d; the result depends on the "
@@ -381,6 +388,8 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in net.parameters())}
     policy.save(out, extra_config={"dataset": str(cfg.dataset), **{k: v for k, v in metrics.items() if k != "tasks"}})
     write_json(out / "metrics.json", metrics)
+    tracker.log({k: v for k, v in metrics.items() if k in ("final_loss", "train_minutes")}, step=step, prefix="final/")
+    tracker.close()
     write_manifest(out, stage="train-base", config=cfg, inputs={"dataset": str(cfg.dataset)}, metrics=metrics,
                    started=started)
     log.info("base policy saved to %s (%d steps, %.1f min, loss %.4f)", out, step, elapsed / 60, loss_ema or float("nan"))
@@ -399,6 +408,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default all cores)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    from world2act.utils.tracking import add_argument
+
+    add_argument(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -411,6 +423,7 @@ def main(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
                       episodes_per_task=args.episodes_per_task, chunk_size=args.chunk_size, threads=args.threads,
                       seed=args.seed)
-    m = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite)
+    m = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
+            log_with=getattr(args, "log_with", "none"))
     print(f"base policy: {args.out} ({m['steps']} steps, {m['train_minutes']} min, {m['demonstrations']} demos)")
     return 0

@@ -31,6 +31,7 @@ from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
 from world2act.utils.progress import progress_bar
 from world2act.utils.seeding import seed_everything, torch_threads
+from world2act.utils.tracking import NO_TRACKER, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -318,8 +319,11 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) 
 
 
 # --------------------------------------------------------------------------- main loop
-def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: bool = False) -> dict:
+def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: bool = False,
+        tracker: Tracker = NO_TRACKER) -> dict:
     """Post-train a residual on top of a frozen base policy; write a loadable policy folder.
+
+    ``tracker`` (:mod:`world2act.utils.tracking`) also receives each iteration's curve record.
 
     Returns the final metrics dict. Raises :class:`World2ActError` on bad components.
     """
@@ -411,6 +415,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                    "aligned_chunks": float(batch.valid.float().sum(1).mean())}
             with open(out / CURVES, "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            tracker.log(rec, step=it)
             bar.set_postfix(loss=f"{m['loss']:.3f}", pos=f"{m['pos_cos']:.3f}", neg=f"{m['neg_cos']:.3f}",
                             d=f"{m['delta_abs']:.3f}")
             if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iterations:

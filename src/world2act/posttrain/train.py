@@ -3,10 +3,13 @@
 Writes under ``--out``: ``policy/`` (the post-trained policy folder, loadable by
 ``world2act eval``), ``imagined/`` (cached imagined target embeddings + a sample video),
 ``curves.jsonl`` / ``curves.png`` (loss and positive-pair cosine, Fig. 5a), ``checkpoint/``
-(resumable), ``metrics.json`` and ``manifest.json``.
+(resumable), ``metrics.json`` and ``manifest.json``. With ``--log-with`` the per-iteration
+curve records (loss, pos/neg cosine, |Δa|, rollout success) and the run summary
+(``summary/``) also go to an experiment tracker (:mod:`world2act.utils.tracking`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from world2act.posttrain.config import PostTrainConfig
@@ -29,6 +32,9 @@ def add_arguments(p) -> None:
                         "expert's own video from the same init state (an oracle)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    from world2act.utils.tracking import add_argument
+
+    add_argument(p)
 
 
 def main(args) -> int:
@@ -37,6 +43,7 @@ def main(args) -> int:
     from world2act.utils.config import load_config
     from world2act.utils.io import prepare_out_dir
     from world2act.utils.seeding import resolve_device, set_torch_threads
+    from world2act.utils.tracking import check_backend, make_tracker
 
     cfg = load_config(PostTrainConfig, args.config, args.overrides, policy=args.policy, wm=args.wm, align=args.align,
                       benchmark=args.benchmark, tasks=args.tasks, iterations=args.iterations,
@@ -48,9 +55,12 @@ def main(args) -> int:
             raise World2ActError(f"post-train: --{name} is required")
     if not args.out:
         raise World2ActError("post-train: --out is required")
+    log_with = check_backend(getattr(args, "log_with", "none"))
     out = prepare_out_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     set_torch_threads()
-    metrics = run(cfg, out, device=resolve_device(args.device), resume=args.resume)
+    with make_tracker(log_with, out, "post-train", dataclasses.asdict(cfg)) as tracker:
+        metrics = run(cfg, out, device=resolve_device(args.device), resume=args.resume, tracker=tracker)
+        tracker.log(metrics, step=cfg.iterations, prefix="summary/")
     print(f"post-trained policy: {out / 'policy'}  (pos cos {metrics.get('pos_cos_first', float('nan')):.3f} → "
           f"{metrics.get('pos_cos_last', float('nan')):.3f})")
     for w in metrics.get("warnings", []):

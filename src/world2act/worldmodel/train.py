@@ -235,12 +235,15 @@ def generation_metrics(model, videos: np.ndarray, prompts: list[str], steps: int
 
 # ---------------------------------------------------------------------------------------- run
 def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-        videos: tuple | None = None) -> dict:
+        videos: tuple | None = None, log_with: str = "none") -> dict:
     """Train a world model into ``out``; returns the metrics dict.
 
     Args:
         videos: for tests/programmatic use, ``(records, uint8 clips [N, T, H, W, 3])`` instead of
             ``cfg.dataset``.
+        log_with: experiment tracker (:mod:`world2act.utils.tracking`): the ``loss_log.csv`` and
+            ``vae_loss_log.csv`` rows (``train/``, ``vae/``), held-out validation loss at the start
+            and end (``val/``) and held-out generation PSNR/SSIM (``eval/``).
     Raises:
         World2ActError: bad dataset/options (before any training), NaN loss (after saving state).
     """
@@ -250,6 +253,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     from world2act.utils.io import atomic_path, prepare_out_dir, read_json, write_json
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import resolve_device, seed_everything, set_torch_threads
+    from world2act.utils.tracking import check_backend, make_tracker
     from world2act.worldmodel.configs import get_config
     from world2act.worldmodel.data import (build_clips, check_dataset, load_clip_videos, prompt_windows,
                                            split_by_source)
@@ -259,6 +263,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     if cfg.clips not in ("skills", "episodes"):
         raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
     _check_vae_frames(cfg.vae_frames)
+    check_backend(log_with)
     device = resolve_device(cfg.device)
     set_torch_threads(cfg.threads or None)
     rng = seed_everything(cfg.seed)
@@ -288,6 +293,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     if not train_src:
         raise World2ActError("no training demonstrations left after the held-out split (lower val_fraction)")
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    tracker = make_tracker(log_with, out, "train-wm", dataclasses.asdict(cfg))
     write_json(out / "clips.json", {"mode": cfg.clips, "num_frames": wm_cfg.num_frames,
                                     "frame_stride": wm_cfg.frame_stride, "held_out_source_episodes": sorted(val_src),
                                     "clips": [dict(r.to_dict(), split="val" if r.source_episode in val_src else "train")
@@ -325,6 +331,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             vm.update({"vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
                        "vae_final_loss": hist[-1][1] if hist else None})
             _write_loss_log(out / "vae_loss_log.csv", hist)
+            for s_, l_, lr_ in hist:
+                tracker.log({"loss": l_, "lr": lr_}, step=s_, prefix="vae/")
             if base is None:  # a pretrained transformer keeps the latent normalisation it was trained with
                 raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
                 mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
@@ -389,6 +397,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         model.eval()
         metrics["val_loss_start"] = validation_loss(model, x_val, e_val)
     log.info("validation flow-matching loss at start: %.4f", metrics["val_loss_start"]["mean"])
+    if step == 0:
+        tracker.log(metrics["val_loss_start"], step=0, prefix="val/")
 
     def save_ckpt():
         tmp = out / "checkpoint.tmp"
@@ -434,6 +444,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         bar.update(1)
         if step % cfg.log_every == 0 or step == 1:
             loss_log.append((step, loss.item(), sched.get_last_lr()[0]))
+            tracker.log({"loss": loss_log[-1][1], "lr": loss_log[-1][2]}, step=step, prefix="train/")
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.ckpt_every == 0 and acc.is_main_process:
             save_ckpt()
@@ -444,6 +455,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     train_s = time.time() - t_train
     _write_loss_log(out / "loss_log.csv", loss_log)
     if stopped:
+        tracker.close()
         raise World2ActError(f"training stopped: {stopped}; the last good checkpoint is kept in {ckpt} "
                              "(lower lr or check the data, then rerun with --resume)")
     if acc.is_main_process:
@@ -465,6 +477,9 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         metrics["heldout_generation"]["seconds_per_clip"] = round((time.time() - t0) / len(sel), 3)
         log.info("held-out generation: %s", metrics["heldout_generation"])
     metrics["wall_time_s"] = round(time.time() - started, 1)
+    tracker.log(metrics["val_loss_end"], step=step, prefix="val/")
+    tracker.log(metrics.get("heldout_generation", {}), step=step, prefix="eval/")
+    tracker.close()
     write_json(out / "metrics.json", metrics)
     write_manifest(out, stage="train-wm", config=dataclasses.asdict(cfg),
                    inputs={"dataset": str(cfg.dataset), "pretrained": cfg.pretrained, "vae": cfg.vae},
@@ -490,6 +505,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vae-steps", type=int, default=None, help=f"VAE training steps (default {TrainWMConfig.vae_steps})")
     p.add_argument("--resume", action="store_true", help="continue in an existing --out folder")
     p.add_argument("--overwrite", action="store_true", help="delete an existing --out folder first")
+    from world2act.utils.tracking import add_argument
+
+    add_argument(p)
 
 
 def main(args) -> int:
@@ -500,7 +518,7 @@ def main(args) -> int:
     cfg = load_config(TrainWMConfig, args.config, args.overrides, dataset=args.dataset, clips=args.clips,
                       model=args.model, pretrained=args.pretrained, vae=args.vae, steps=args.steps,
                       vae_steps=args.vae_steps, seed=args.seed, device=args.device)
-    m = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    m = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, log_with=getattr(args, "log_with", "none"))
     end = m["val_loss_end"]["mean"]
     print(f"world model written to {args.out}: val flow-matching loss {m['val_loss_start']['mean']:.4f} -> {end:.4f}")
     return 0
