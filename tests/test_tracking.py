@@ -56,6 +56,47 @@ def test_unknown_or_missing_backend_is_one_line_error(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def _fake_module(name, calls):
+    """A stand-in ``wandb`` / ``trackio`` recording ``init(**kw)``, ``run.log(values, step)``, ``run.finish()``."""
+    import importlib.machinery
+    import types
+
+    mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+
+    class Run:
+        def log(self, values, step=None, **kw):
+            calls.append(("log", values, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    def init(**kw):
+        calls.append(("init", kw))
+        return Run()
+
+    mod.init = init
+    return mod
+
+
+@pytest.mark.parametrize("backend", ["wandb", "trackio"])
+def test_wandb_and_trackio_go_through_accelerate_offline(backend, tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setitem(sys.modules, backend, _fake_module(backend, calls))
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_MODE")  # unset: wandb runs offline unless the user says otherwise
+    monkeypatch.delenv("TRACKIO_SPACE_ID", raising=False)
+    with make_tracker(backend, tmp_path, "align", {"lr": 1e-3, "betas": [0.9, 0.99]}) as tr:
+        tr.log({"step": 5, "kind": "eval", "top1_v2a": 0.5}, step=5, prefix="heldout/")
+    (_, kw), (_, values, step), (fin,) = calls
+    assert kw["project"] == "world2act" and kw["name"] == "align" and kw["config"] == {"lr": 1e-3, "betas": "[0.9, 0.99]"}
+    if backend == "wandb":
+        assert kw["mode"] == "offline" and kw["dir"] == str(tmp_path)
+    else:
+        assert "space_id" not in kw  # trackio's local store
+    assert values == {"heldout/top1_v2a": 0.5} and step == 5 and fin == "finish"
+
+
 def test_flatten_keeps_numbers_only():
     import numpy as np
 

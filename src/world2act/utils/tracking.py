@@ -133,7 +133,9 @@ def make_tracker(log_with: str | None, run_dir: str | os.PathLike, name: str, co
         log_with: ``none`` | ``tensorboard`` | ``wandb`` | ``trackio``.
         run_dir: the command's ``--out`` folder (TensorBoard and wandb write under it).
         name: the run's name (the command, e.g. ``align``).
-        config: hyper-parameters stored with the run (flattened; non-scalars as strings).
+        config: hyper-parameters stored with a wandb / trackio run (flattened; non-scalars as
+            strings). TensorBoard runs leave them out: accelerate's ``add_hparams`` would add a
+            second, timestamped run per command; they are in the command's ``manifest.json``.
 
     Raises:
         World2ActError: unknown backend, or its package is not installed (names the pip package).
@@ -145,18 +147,16 @@ def make_tracker(log_with: str | None, run_dir: str | os.PathLike, name: str, co
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    hp = _hparams(config or {})  # given to wandb/trackio's init (their config); TensorBoard: see the docstring
     if backend == "tensorboard":
         inner = tracking.TensorBoardTracker("tensorboard", run_dir)  # events in RUN/tensorboard/
     elif backend == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")
         inner = tracking.WandBTracker(os.environ.get("WANDB_PROJECT", "world2act"), name=name, dir=str(run_dir),
-                                      mode=os.environ["WANDB_MODE"])
+                                      mode=os.environ["WANDB_MODE"], config=hp)
     else:
         kw = {"space_id": os.environ["TRACKIO_SPACE_ID"]} if os.environ.get("TRACKIO_SPACE_ID") else {}
-        inner = tracking.TrackioTracker(os.environ.get("TRACKIO_PROJECT", "world2act"), name=name, **kw)
+        inner = tracking.TrackioTracker(os.environ.get("TRACKIO_PROJECT", "world2act"), name=name, config=hp, **kw)
     inner.start()
-    hp = _hparams(config or {})
-    if hp and backend != "tensorboard":  # TensorBoard's hparams go into an extra timestamped run: skip them
-        inner.store_init_configuration(hp)
     return AccelerateTracker(backend, inner)
 
