@@ -95,6 +95,11 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
 
     log_with = check_backend(log_with)
     stages, meta = _preset_stages(preset)
+    if meta.get("requires_cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise World2ActError(f"no CUDA GPU on this machine: {meta['requires_cuda']}")
     out = Path(out).resolve()
     if overwrite and out.exists():
         import shutil

@@ -132,7 +132,15 @@ def main(args) -> int:
     if not args.out:
         raise World2ActError("--out is required")
     set_torch_threads()
-    wm = WorldModel.load(args.wm, device=resolve_device(args.device))
+    overrides = {}
+    for o in getattr(args, "overrides", None) or []:  # world-model config fields, e.g. image_size=[8,8] num_frames=5
+        import yaml
+
+        k, sep, v = o.partition("=")
+        if not sep or not k:
+            raise World2ActError(f"override {o!r}: expected key=value (a world-model config field)")
+        overrides[k.strip()] = yaml.safe_load(v)
+    wm = WorldModel.load(args.wm, device=resolve_device(args.device), overrides=overrides or None)
     if bool(args.image) == bool(args.dataset):
         raise World2ActError("give exactly one of --image PNG or --dataset DIR [--episode N]")
     if args.image:

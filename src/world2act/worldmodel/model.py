@@ -89,6 +89,48 @@ def check_vae(vae, cfg: WorldModelConfig, where: str) -> None:
                              f"{cfg.vae_spatial_compression}x (vae_dim_mult={list(cfg.vae_dim_mult)})")
 
 
+def _read_embed_table(path: Path) -> dict | None:
+    """``{prompt: [L, D]}`` from ``path/prompt_embeds.safetensors`` (tensor ``embeds`` [N, L, D],
+    metadata ``prompts``: a JSON list of N strings; ``"*"`` is used for any prompt), or None."""
+    f = Path(path) / "prompt_embeds.safetensors"
+    if not f.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(f), "pt") as h:
+        prompts = json.loads((h.metadata() or {}).get("prompts", "[]"))
+        emb = h.get_tensor("embeds")
+    if emb.ndim != 3 or len(prompts) != emb.shape[0]:
+        raise World2ActError(f"{f}: needs tensor 'embeds' [N, L, D] and metadata 'prompts' (a JSON list of N strings)")
+    return {str(p): emb[i] for i, p in enumerate(prompts)}
+
+
+class _NearestResize:
+    """The one torchvision call ``CosmosTransformer3DModel`` makes with ``concat_padding_mask=True``
+    (``transforms.functional.resize(mask, size, interpolation=NEAREST)``), done with
+    ``torch.nn.functional.interpolate(mode="nearest")``, which is what torchvision runs for tensors."""
+
+    class InterpolationMode:
+        NEAREST = "nearest"
+
+    class functional:  # noqa: N801 (torchvision's name)
+        @staticmethod
+        def resize(x, size, interpolation="nearest"):
+            if interpolation != "nearest":
+                raise World2ActError(f"padding-mask resize: only nearest interpolation is provided, got {interpolation}")
+            return torch.nn.functional.interpolate(x, size=list(size), mode="nearest")
+
+
+def _padding_mask_resize() -> None:
+    """Give diffusers' Cosmos transformer its padding-mask resize when torchvision is not installed
+    (it is banned on these machines: the registry's wheel needs CUDA libraries). With torchvision
+    present, its own transform is used."""
+    import diffusers.models.transformers.transformer_cosmos as tc
+
+    if getattr(tc, "transforms", None) is None:
+        tc.transforms = _NearestResize
+
+
 class WorldModel(nn.Module):
     """Cosmos-Predict2 Video2World world model (Skill-WM or Base-WM, paper Sec. 3.3, 5.3).
 
@@ -109,6 +151,7 @@ class WorldModel(nn.Module):
         self.scheduler = scheduler if scheduler is not None else _scheduler(config)
         self.prompt_windows: dict[str, int] = {}
         self._t5 = None
+        self._embed_table: dict | None = None  # precomputed text embeddings {prompt: [L, D]}, "*" = any
 
     # ------------------------------------------------------------------ construction / files
     @classmethod
@@ -152,14 +195,32 @@ class WorldModel(nn.Module):
             "transformer": ["diffusers", "CosmosTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": [None, None],
             "tokenizer": [None, None], "safety_checker": [None, None]})
-        write_json(path / CONFIG_NAME, {"_class": MARKER, "config": self.config.to_dict(),
-                                        "prompt_windows": self.prompt_windows})
+        meta = {"_class": MARKER, "config": self.config.to_dict(), "prompt_windows": self.prompt_windows}
+        src = getattr(self, "_path", None)
+        if src is not None and (Path(src) / "text_encoder").is_dir() and Path(src).resolve() != path.resolve():
+            meta["text_encoder_from"] = str(Path(src).resolve())  # T5 stays in the pretrained folder
+        write_json(path / CONFIG_NAME, meta)
+        table = getattr(self, "_embed_table", None)
+        if table:
+            from safetensors.torch import save_file
+
+            keys = list(table)
+            save_file({"embeds": torch.stack([table[k] for k in keys]).contiguous()},
+                      str(path / "prompt_embeds.safetensors"), metadata={"prompts": json.dumps(keys)})
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu", *, config: str | None = None) -> "WorldModel":
+    def load(cls, path: str | os.PathLike, device: str = "cpu", *, config: str | None = None,
+             overrides: dict | None = None, dtype: "str | torch.dtype | None" = None) -> "WorldModel":
         """Load a world model folder written by :meth:`save`, or a diffusers Cosmos-Predict2
         Video2World folder (``model_index.json`` + ``transformer/`` + ``vae/``; then ``config``
         names the preset, default ``cosmos-predict2-2b``).
+
+        ``overrides`` replace config fields that do not change the weights (``image_size``,
+        ``num_frames``, ``layout``, ``num_inference_steps``, ...), e.g. a small resolution for a
+        CPU smoke run of the 2B. ``dtype`` is the transformer's dtype; default: float32 for our
+        folders, bfloat16 (the released checkpoint's, half the memory) for a diffusers folder.
+        A ``prompt_embeds.safetensors`` in the folder supplies precomputed text embeddings
+        (see :meth:`encode_prompts`).
 
         Raises:
             World2ActError: ``path`` is not a folder, or is not a world model (names what is missing).
@@ -189,8 +250,14 @@ class WorldModel(nn.Module):
             prompt_windows = meta.get("prompt_windows", {})
         else:
             cfg = get_config(config or "cosmos-predict2-2b")
+            if dtype is None:
+                dtype = torch.bfloat16
+        if overrides:
+            cfg = get_config(cfg, **overrides)
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
         try:
-            transformer = CosmosTransformer3DModel.from_pretrained(path / "transformer")
+            transformer = CosmosTransformer3DModel.from_pretrained(path / "transformer", torch_dtype=dtype)
             vae = AutoencoderKLWan.from_pretrained(path / "vae")
         except (OSError, ValueError, RuntimeError) as e:
             raise World2ActError(f"{path}: cannot load world-model weights ({str(e).splitlines()[0]})") from None
@@ -201,7 +268,8 @@ class WorldModel(nn.Module):
         check_vae(vae, cfg, str(path))
         model = cls(cfg, transformer, vae, _scheduler(cfg))
         model.prompt_windows = {str(k): int(v) for k, v in prompt_windows.items()}
-        model._path = path
+        model._path = Path(meta["text_encoder_from"]) if ours and meta.get("text_encoder_from") else path
+        model._embed_table = _read_embed_table(path)
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ text
@@ -225,10 +293,17 @@ class WorldModel(nn.Module):
 
     def _t5_embeds(self, prompts: list[str]) -> torch.Tensor:
         root = getattr(self, "_path", None)
+        table = getattr(self, "_embed_table", None)
+        if table is not None and ("*" in table or all(p in table for p in prompts)):
+            return torch.stack([table.get(p, table.get("*")) for p in prompts]).to(self.device, self.transformer.dtype)
         if self._t5 is None:
             if root is None or not (Path(root) / "text_encoder").is_dir() or not (Path(root) / "tokenizer").is_dir():
+                if table is not None:
+                    raise World2ActError(f"prompt_embeds.safetensors has no embeddings for "
+                                         f"{[p for p in prompts if p not in table]} and there is no text_encoder/")
                 raise World2ActError("this world model uses T5 text embeddings but no text_encoder/ and tokenizer/ "
-                                     "folders are available; pass prompt_embeds [B, L, 1024] computed elsewhere")
+                                     "folders (or prompt_embeds.safetensors) are available; pass prompt_embeds "
+                                     "[B, L, 1024] computed elsewhere")
             from transformers import AutoTokenizer, T5EncoderModel
 
             self._t5 = (AutoTokenizer.from_pretrained(Path(root) / "tokenizer"),
@@ -321,6 +396,8 @@ class WorldModel(nn.Module):
         cond_mask = ind.expand(b, 1, tl, h, w)
         fh, fw = self.config.frame_size
         padding_mask = z.new_zeros(1, 1, fh, fw)
+        if self.transformer.config.concat_padding_mask:
+            _padding_mask_resize()
         dtype = self.transformer.dtype
         net = self.__dict__.get("_train_net") or self.transformer  # DDP-wrapped denoiser while training
         return net(hidden_states=z.to(dtype), timestep=timestep.to(dtype),
@@ -415,9 +492,12 @@ class WorldModel(nn.Module):
         sched.set_timesteps(sigmas=torch.linspace(0, 1, steps, dtype=torch.float64), device=self.device)
         sched.sigmas[-1] = sched.sigmas[-2]
         if g > 1.0 and neg_embeds is None:
-            if cfg.text_encoder != "minilm":
-                raise World2ActError("guidance_scale > 1 with T5 embeddings needs neg_embeds (negative prompt embeddings)")
-            neg_embeds = torch.zeros_like(embeds)
+            if cfg.text_encoder != "minilm":  # the pipeline's default negative prompt, through T5 or the table
+                from diffusers.pipelines.cosmos.pipeline_cosmos2_video2world import DEFAULT_NEGATIVE_PROMPT
+
+                neg_embeds = self.encode_prompts([DEFAULT_NEGATIVE_PROMPT] * b).to(embeds)
+            else:
+                neg_embeds = torch.zeros_like(embeds)
         cond = cond_latent.to(x)
         it = sched.timesteps
         if progress:

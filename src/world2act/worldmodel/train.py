@@ -351,6 +351,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
 
     # ---- 3. model + latents
     model = WorldModel(wm_cfg, transformer=base.transformer if base is not None else None, vae=vae).to(device)
+    if base is not None:  # T5 folders / precomputed text embeddings of the pretrained checkpoint
+        model._path, model._embed_table = base._path, base._embed_table
     for p in model.vae.parameters():
         p.requires_grad_(False)
     cache = out / "cache" / "latents.safetensors"
