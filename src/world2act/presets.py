@@ -51,7 +51,10 @@ def quick() -> tuple[list[Stage], dict]:
     stages = _stages(
         benchmark="libero_object", tasks="0,1,2,3", episodes=15,
         wm_args=["--model", "small", "max_minutes=10", "vae_max_minutes=15", "short_clips=pad"],
-        base_args=["--chunk-size", "16", "--max-minutes", "12"],
+        # a step budget (reproducible); the minute cap only warns when a slow machine hits it.
+        # Measured: 1859 steps → 28.75%, 3210 steps → 81.2% (docs/results.md); 2400 aims at the
+        # mid-range base the issue asks for (not yet measured at exactly 2400).
+        base_args=["--chunk-size", "16", "--steps", "2400", "--max-minutes", "20"],
         align_args=["--steps", "600"],
         post_args=["--iterations", "16", "--num-envs", "4", "--init-states", "6"],
         trials=10, seeds="0,1",
@@ -88,7 +91,9 @@ def metaworld() -> tuple[list[Stage], dict]:
                                    "seeded held-out layouts (50 trials × 2 seeds per task, 400 paired episodes)."}
 
 
-#: Stage-2 settings of the metaworld preset (chosen on post-training init states; docs/results.md)
+#: Stage-2 settings of the metaworld preset: the paper's (sequence-level Eq. 1, single-task
+#: batches, index alignment). None of the alternatives measured on post-training init states
+#: with oracle targets gave a gain (docs/results.md, "Stage 2 machinery"), so none is adopted.
 METAWORLD_POST: list[str] = []
 
 

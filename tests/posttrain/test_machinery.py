@@ -179,7 +179,7 @@ def test_decoded_contrast_pulls_chunks_to_the_decoded_target():
     first = None
     for _ in range(40):
         loss, m = stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="decoded", action_decoder=g_a)
-        first = first or float(loss)
+        first = first or float(loss.detach())
         opt.zero_grad()
         loss.backward()
         opt.step()
