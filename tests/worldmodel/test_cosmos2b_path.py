@@ -43,11 +43,17 @@ def test_fake_checkpoint_has_the_real_layout_and_config(tmp_path):
 
 @pytest.mark.slow
 def test_full_28_layer_2b_loads_and_denoises_one_step_on_cpu(tmp_path):
-    """All 28 layers, every dimension real (1.96 B parameters, bf16): build, load, one step."""
+    """Every dimension real (bf16): build, load, one step. All 28 layers (1.96 B parameters, a
+    4.5 GB folder, ≈ 45 s and ≈ 5-7 GB RSS, docs/worldmodel.md) with WORLD2ACT_FULL_2B=1;
+    by default 2 layers, so `make test` does not write 4.5 GB per run on small CI disks."""
+    import os
+    import shutil
+
+    layers = 28 if os.environ.get("WORLD2ACT_FULL_2B") == "1" else 2
     t0 = time.time()
-    info = make_fake_checkpoint(tmp_path / "ckpt")
+    info = make_fake_checkpoint(tmp_path / "ckpt", num_layers=None if layers == 28 else layers)
     t_build = time.time() - t0
-    assert info["num_layers"] == 28 and info["params"] > 1.9e9
+    assert info["num_layers"] == layers and (layers != 28 or info["params"] > 1.9e9)
     t0 = time.time()
     wm = WorldModel.load(tmp_path / "ckpt", overrides=SMALLEST)
     t_load = time.time() - t0
@@ -61,8 +67,10 @@ def test_full_28_layer_2b_loads_and_denoises_one_step_on_cpu(tmp_path):
     video, lat = wm.rollout(frame[0, 0], ["pick up the bowl"], num_inference_steps=1, guidance_scale=1.0)
     t_roll = time.time() - t0
     assert video.shape == (5, 16, 16, 3) and torch.isfinite(lat).all()
-    print(f"\n2B (28 layers) build {t_build:.1f}s load {t_load:.1f}s one step {t_step:.1f}s "
+    print(f"\n2B ({layers} layers) build {t_build:.1f}s load {t_load:.1f}s one step {t_step:.1f}s "
           f"rollout 1 step {t_roll:.1f}s peak RSS {_rss_gb():.2f} GB")
+    del wm
+    shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
 
 
 @pytest.mark.slow
