@@ -313,20 +313,6 @@ def select_demos(ids: list[int], task_of: dict[int, str], n: int) -> list[int]:
 
 
 # --------------------------------------------------------------------------- inputs
-def _wm_config(wm_dir: Path):
-    """The world model's config from its folder without loading weights (None if not ours)."""
-    from world2act.utils.io import read_json
-    from world2act.worldmodel.configs import WorldModelConfig
-    from world2act.worldmodel.model import CONFIG_NAME, MARKER
-
-    p = wm_dir / CONFIG_NAME
-    if p.is_file():
-        meta = read_json(p)
-        if meta.get("_class") == MARKER:
-            return WorldModelConfig.from_dict(meta["config"])
-    return None
-
-
 def check_components(wc, ac, ds, cfg: DiagnoseConfig) -> None:
     """Raise :class:`World2ActError` naming both sides of the first mismatch between the world
     model config ``wc``, the Stage-1 config ``ac`` and the dataset ``ds``."""
@@ -491,7 +477,9 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     # ---- cheap checks first: configs, dataset metadata, held-out split, instructions
     bundle = AlignmentBundle.load(align_dir).freeze()
     ds = LeRobotDataset(cfg.dataset)
-    wc = _wm_config(wm_dir)
+    from world2act.worldmodel.model import read_config
+
+    wc = read_config(wm_dir)
     wm = None
     if wc is None:  # a diffusers folder: its config comes with the weights
         wm = WorldModel.load(wm_dir, device=device)

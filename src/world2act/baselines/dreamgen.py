@@ -220,20 +220,6 @@ def pseudo_chunks(pred_chunks: np.ndarray, pairs: np.ndarray, frame_stride: int,
 
 
 # ---------------------------------------------------------------------------- checks
-def _wm_config(wm_dir: Path):
-    """The world model's config without loading its weights (None for a diffusers folder)."""
-    from world2act.utils.io import read_json
-    from world2act.worldmodel.configs import WorldModelConfig
-    from world2act.worldmodel.model import CONFIG_NAME, MARKER
-
-    p = wm_dir / CONFIG_NAME
-    if p.is_file():
-        meta = read_json(p)
-        if meta.get("_class") == MARKER:
-            return WorldModelConfig.from_dict(meta["config"])
-    return None
-
-
 def check_components(cfg: DreamGenConfig, policy, wc, spec) -> None:
     """Raise :class:`World2ActError` naming both sides of the first mismatch between the base
     policy, the world model config ``wc``, the dataset spec and the benchmark."""
@@ -640,7 +626,9 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
     wm_dir = Path(cfg.wm)
     if not wm_dir.is_dir():
         raise World2ActError(f"--wm {wm_dir}: world-model folder not found")
-    wc = _wm_config(wm_dir)
+    from world2act.worldmodel.model import read_config
+
+    wc = read_config(wm_dir)
     wm = None
     if wc is None:  # a diffusers folder: the config comes with the weights
         wm = WorldModel.load(wm_dir, device=device)

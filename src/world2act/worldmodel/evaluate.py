@@ -258,20 +258,6 @@ def strip_image(rows: list[tuple[str, np.ndarray]], masks: np.ndarray, columns: 
 
 
 # --------------------------------------------------------------------------- inputs
-def _wm_config(wm_dir: Path):
-    """The world model's config from its folder without loading weights (None if not ours)."""
-    from world2act.utils.io import read_json
-    from world2act.worldmodel.configs import WorldModelConfig
-    from world2act.worldmodel.model import CONFIG_NAME, MARKER
-
-    p = wm_dir / CONFIG_NAME
-    if p.is_file():
-        meta = read_json(p)
-        if meta.get("_class") == MARKER:
-            return WorldModelConfig.from_dict(meta["config"])
-    return None
-
-
 def heldout_episodes(wm_dir: Path, ds, dataset: str) -> list[int]:
     """The world model's held-out demos (``WM/clips.json`` → ``held_out_source_episodes``).
 
@@ -413,7 +399,9 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
     if not wm_dir.is_dir():
         raise World2ActError(f"--wm {wm_dir}: world-model folder not found")
     ds = LeRobotDataset(cfg.dataset)
-    wc = _wm_config(wm_dir)
+    from world2act.worldmodel.model import read_config
+
+    wc = read_config(wm_dir)
     wm = None
     if wc is None:
         wm = WorldModel.load(wm_dir, device=device)

@@ -34,6 +34,21 @@ CONFIG_NAME = "config.json"
 MARKER = "world2act.WorldModel"
 
 
+def read_config(wm_dir: str | os.PathLike) -> WorldModelConfig | None:
+    """A world-model folder's config without loading its weights (cheap input checks).
+
+    Returns None when the folder holds no ``config.json`` written by :class:`WorldModel`
+    (e.g. a plain diffusers checkpoint)."""
+    from world2act.utils.io import read_json
+
+    p = Path(wm_dir) / CONFIG_NAME
+    if p.is_file():
+        meta = read_json(p)
+        if meta.get("_class") == MARKER:
+            return WorldModelConfig.from_dict(meta["config"])
+    return None
+
+
 def _scheduler(cfg: WorldModelConfig):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
