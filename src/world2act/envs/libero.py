@@ -313,6 +313,9 @@ class LiberoEnv(ManipulationEnv):
             cameras = (cameras,)
         self._check_cameras(cameras)
         h, w = size if size is not None else self.camera_size
+        ctx = getattr(self.sim, "_render_context_offscreen", None)
+        if ctx is not None:  # with several LIBERO envs in one process, robosuite renders into whichever
+            ctx.gl_ctx.make_current()  # GL context was made current last: make this env's current
         out = {}
         for cam in cameras:
             img = self.sim.render(camera_name=CAMERA_NAMES[cam], width=int(w), height=int(h))
