@@ -186,3 +186,25 @@ def test_decoded_contrast_pulls_chunks_to_the_decoded_target():
     assert float(loss) < 0.8 * first
     with pytest.raises(ValueError, match="decoder"):
         stage2_step(net, f_a, b, (torch.zeros(S), torch.ones(S)), contrast="decoded")
+
+
+@pytest.mark.sim
+def test_expert_chunk_relabels_without_moving_the_scene():
+    from world2act.envs import make_env
+
+    env = make_env("metaworld", "pick-place-v3", camera_size=(32, 32), cameras=("corner2",))
+    try:
+        env.reset(seed=5)
+        for _ in range(10):
+            env.step(np.array([0.5, 0.0, -0.2, -1.0], np.float32))
+        before = env.get_sim_state()
+        chunk = env.expert_chunk(16)
+        np.testing.assert_array_equal(before, env.get_sim_state())
+        assert chunk.shape == (16, 4) and chunk.dtype == np.float32 and np.abs(chunk).max() <= 1.0
+        again = env.expert_chunk(16)  # the first action is a pure function of the restored state
+        np.testing.assert_allclose(chunk[0], again[0], atol=1e-6)
+    finally:
+        env.close()
+    assert PostTrainConfig(contrast="expert", expert_relabel=True).expert_relabel
+    with pytest.raises(World2ActError, match="expert"):
+        PostTrainConfig(contrast="expert")

@@ -115,6 +115,37 @@ class ManipulationEnv(abc.ABC):
     def privileged(self) -> dict[str, Any]:
         """Privileged simulator information for scripted experts (object poses, sites...)."""
 
+    def expert_chunk(self, k: int) -> np.ndarray:
+        """The scripted expert's next ``k`` actions from the *current* state, leaving the state
+        as it was (DAgger-style relabelling for Stage-2 oracles).
+
+        The expert is built fresh at the current state, run ``k`` steps, and the simulator is
+        restored with :meth:`set_sim_state` (the physics exactly; state outside it, such as
+        Meta-World's previous-frame observation, is not rewound, so a second query from the same
+        state can differ after its first action). LIBERO's phase-based expert re-plans from the
+        current state.
+
+        Returns:
+            ``[k, A]`` float32 actions in [-1, 1].
+
+        Raises:
+            World2ActError: the task has no scripted expert.
+        """
+        from world2act.experts import make_expert
+
+        saved = self.get_sim_state()
+        expert = make_expert(self)
+        expert.reset()
+        actions = []
+        try:
+            for _ in range(int(k)):
+                a = np.asarray(expert.act(), dtype=np.float32)
+                actions.append(a)
+                self.step(a)
+        finally:
+            self.set_sim_state(saved)
+        return np.stack(actions)
+
     def observe(self, cameras: tuple[str, ...] | list[str] = (), size: tuple[int, int] = (64, 64)) -> dict[str, Any]:
         """A LeRobot-named observation for a policy (single env, no batch dim):
         ``observation.state`` ``[S]``, ``observation.gripper_width`` scalar, and

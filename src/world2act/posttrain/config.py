@@ -57,6 +57,10 @@ class PostTrainConfig:
         max_delta: trust region on the residual, normalised action units: Δa = m·tanh(Δa/m)
             (0 = unbounded). Stored in the policy so evaluation applies the same bound.
         gate_init: initial value of the residual's output gate (0 = start at the base exactly).
+        expert_relabel: query the scripted expert's chunk from each rollout chunk's own start
+            state (DAgger-style, :meth:`ManipulationEnv.expert_chunk`) instead of taking the
+            same-init-state expert trajectory's chunk at the aligned time; with
+            ``contrast=expert`` this is a state-conditioned action oracle. Needs an expert.
         lr / weight_decay / grad_clip: AdamW on the residual only.
         tau / bidirectional: Eq. 1 temperature and direction.
         delta_l2: optional Δa² penalty (0 = the paper's objective).
@@ -90,6 +94,7 @@ class PostTrainConfig:
     fa_input: str = "clamped"
     max_delta: float = 0.0
     gate_init: float = 0.0
+    expert_relabel: bool = False
     lr: float = 3e-4
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
@@ -118,8 +123,8 @@ class PostTrainConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise World2ActError(f"post-train: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
-        if self.contrast == "expert" and self.targets != "demo":
-            raise World2ActError("post-train: contrast=expert needs targets=demo (the expert's chunks)")
+        if self.contrast == "expert" and self.targets != "demo" and not self.expert_relabel:
+            raise World2ActError("post-train: contrast=expert needs the expert's chunks (targets=demo or expert_relabel=true)")
         if self.replay < 0 or self.max_delta < 0 or self.demo_sigma <= 0:
             raise World2ActError("post-train: replay and max_delta must be ≥ 0 and demo_sigma > 0")
         if not (self.tau > 0 and self.lr > 0):

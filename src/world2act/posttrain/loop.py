@@ -280,7 +280,7 @@ def image_tensor(obs: dict, camera: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) -> dict:
+def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...], relabel: bool = False) -> dict:
     """Run ``n_chunks`` chunks of base + residual in every env of ``venv`` (open loop inside a chunk).
 
     Returns tensors ``images`` ``[N, T, 3, H, W]`` float, ``states`` ``[N, T, S]``,
@@ -292,7 +292,7 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) 
     N = len(obs_list)
     alive = np.ones(N, dtype=bool)
     success = np.zeros(N, dtype=bool)
-    imgs, states, bases, valid, widths = [], [], [], [], []
+    imgs, states, bases, valid, widths, relabels = [], [], [], [], [], []
     errors: list[str] = []
     for _ in range(n_chunks):
         obs = batch_obs(obs_list)
@@ -302,6 +302,11 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) 
         widths.append(np.asarray(obs.get("observation.gripper_width", np.full(N, np.nan)), dtype=np.float64).reshape(N))
         bases.append(base_norm)
         valid.append(torch.from_numpy(alive.copy()))
+        if relabel:  # the expert's chunk from where each rollout is now (DAgger-style oracle)
+            K, A = base_norm.shape[-2:]
+            got = venv.call("expert_chunk", int(K))
+            relabels.append(np.stack([np.asarray(g["value"], dtype=np.float32) if not g.get("error")
+                                      else np.zeros((K, A), np.float32) for g in got]))
         actions = policy.to_env_actions(base_norm + delta).cpu().numpy()
         results = venv.step_chunk(actions, cameras=cameras, stop_on_success=False)
         for i, r in enumerate(results):
@@ -315,6 +320,7 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...]) 
     return {
         "images": torch.stack(imgs, 1), "states": torch.stack(states, 1), "base_chunks": torch.stack(bases, 1),
         "valid": torch.stack(valid, 1), "success": success, "errors": errors, "widths": np.stack(widths, 1),
+        "relabels": np.stack(relabels, 1) if relabels else None,  # [N, T, K, A] raw env units
     }
 
 
@@ -339,7 +345,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     rng = seed_everything(cfg.seed)
     task_ids = resolve_tasks(cfg.benchmark, ",".join(cfg.tasks))
     base, wm, bundle = load_components(cfg, device)
-    if cfg.targets == "demo":
+    if cfg.targets == "demo" or cfg.expert_relabel:
         check_expert(cfg.benchmark, task_ids)
     policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align,
                                    gate_init=cfg.gate_init, max_delta=cfg.max_delta)
@@ -384,10 +390,13 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             policy.reset()
             policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
             with torch_threads(1):  # the simulator workers own the cores during rollouts
-                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras))
+                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras), relabel=cfg.expert_relabel)
             if it == start_it and not policy.state_norm_fitted:
                 policy.fit_state_norm(ro["states"][ro["valid"]])
             batch = aligned_batch(ro, tgt, slots, task_ids, cfg, T)
+            if ro.get("relabels") is not None:
+                batch.expert_chunks = torch.as_tensor(bundle.normalize_actions(torch.from_numpy(ro["relabels"])),
+                                                      dtype=torch.float32)
             keep = batch.valid.any(1) & ro["valid"][:, 0]
             if int(keep.sum()) < 2:
                 log.warning("iteration %d: fewer than 2 rollouts without errors (%s); skipped", it, ro["errors"])
