@@ -461,7 +461,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
 
     from world2act.align import AlignmentBundle
     from world2act.data import LeRobotDataset
-    from world2act.posttrain.loop import decompose_instruction, imagine_targets
+    from world2act.posttrain.loop import decompose_episodes, imagine_targets
     from world2act.utils.io import prepare_out_dir, write_json
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import seed_everything
@@ -488,15 +488,7 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     held, held_source = heldout_demos(wm_dir, align_dir, ds, cfg.dataset)
     task_of_ep = {i: str(ds.episode_meta(i)["task"]).strip() for i in held}
     used = select_demos(held, task_of_ep, cfg.episodes)
-    skills: dict[str, list[str]] = {}
-    for i in used:
-        t = task_of_ep[i]
-        if t not in skills:
-            try:
-                skills[t] = decompose_instruction(t)
-            except World2ActError as e:
-                raise World2ActError(f"--dataset {cfg.dataset}: episode {i}'s instruction {t!r} cannot be decomposed "
-                                     f"into skills ({e})") from None
+    skills = decompose_episodes(used, task_of_ep, cfg.dataset)
     out = prepare_out_dir(out, overwrite=overwrite)
     seed_everything(cfg.seed)
 

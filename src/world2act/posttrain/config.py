@@ -20,11 +20,12 @@ class PostTrainConfig:
         num_envs: N parallel rollouts per update (all from one task: positives = same env,
             negatives = the other initial states of that task).
         iterations: number of rollout+update rounds.
-        epochs_per_rollout: passes over the update's batches per round (the current rollouts
-            plus up to ``replay`` earlier rounds); 1 with ``replay=0`` is strictly on-policy.
-        replay: earlier rounds of rollouts kept and trained on again in each update (their Δa
-            is recomputed with the current residual; base chunks, observations and targets
-            are stored).
+        epochs_per_rollout: passes over the update's batches per round (the last ``replay``
+            rounds, the current one included); 1 with ``replay`` ≤ 1 is strictly on-policy.
+        replay: rounds of rollouts trained on in each update, the current one included (0 and
+            1 = only the current round; 2 = the current and the previous one). Older rounds'
+            Δa is recomputed with the current residual; their base chunks, observations and
+            targets are stored.
         targets: ``imagined`` (the paper: the world model's skill-compositional imagination
             from the init state's first frame) or ``demo`` (an oracle: the scripted expert is
             run from the same post-training init state and its own video's latents, the

@@ -96,6 +96,25 @@ def decompose_instruction(instruction: str) -> list[str]:
     return [step.prompt for step in schema_decompose(instruction)]
 
 
+def decompose_episodes(episodes: list[int], task_of: dict[int, str], dataset: str) -> dict[str, list[str]]:
+    """Skill prompts of each distinct instruction among ``episodes`` (checked before heavy work).
+
+    Raises:
+        World2ActError: an instruction the schema decomposer cannot split, naming the dataset
+            and the episode.
+    """
+    skills: dict[str, list[str]] = {}
+    for i in episodes:
+        t = task_of[i]
+        if t not in skills:
+            try:
+                skills[t] = decompose_instruction(t)
+            except World2ActError as e:
+                raise World2ActError(f"--dataset {dataset}: episode {i}'s instruction {t!r} cannot be decomposed "
+                                     f"into skills ({e})") from None
+    return skills
+
+
 def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, steps: int, seed: int) -> dict:
     """Imagine one task from its first frame and embed the WM latents with f_v.
 
@@ -369,7 +388,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
         (out / CURVES).unlink()
     budget_chunks = max(1, base_max_steps(cfg.benchmark, task_ids[0]) // K)
     action_space = executed_action_space(bundle) if cfg.fa_input == "executed" else None
-    replay: deque = deque(maxlen=cfg.replay) if cfg.replay else deque(maxlen=1)
+    replay: deque = deque(maxlen=max(1, cfg.replay))  # the current round first, then older ones
     venv = None
     bar = progress_bar(range(start_it, cfg.iterations), desc="post-train", initial=start_it, total=cfg.iterations)
     try:
@@ -403,7 +422,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                 continue
             batch = batch.select(keep)
             replay.appendleft(batch)
-            batches = list(replay) if cfg.replay else [batch]
+            batches = list(replay)
             policy.residual.train()
             m = None
             for _ in range(cfg.epochs_per_rollout):

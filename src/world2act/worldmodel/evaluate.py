@@ -385,7 +385,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
 
     from world2act.data import LeRobotDataset
     from world2act.envs import make_env
-    from world2act.posttrain.loop import decompose_instruction
+    from world2act.posttrain.loop import decompose_episodes
     from world2act.utils.io import atomic_write, prepare_out_dir, write_json
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import seed_everything
@@ -410,15 +410,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
     task_of = {i: str(ds.episode_meta(i)["task"]).strip() for i in held}
     used = select_episodes(held, task_of, cfg.episodes)
     where = check_inputs(wc, ds, cfg, used)
-    skills: dict[str, list[str]] = {}
-    for i in used:
-        t = task_of[i]
-        if t not in skills:
-            try:
-                skills[t] = decompose_instruction(t)
-            except World2ActError as e:
-                raise World2ActError(f"--dataset {cfg.dataset}: episode {i}'s instruction {t!r} cannot be decomposed "
-                                     f"into skills ({e})") from None
+    skills = decompose_episodes(used, task_of, cfg.dataset)
     out = prepare_out_dir(out, overwrite=overwrite)
     seed_everything(cfg.seed)
     timings: dict[str, float] = {"checks": time.time() - started}
