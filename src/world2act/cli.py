@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("world2act.evaluation.cli", "success rates under the standard protocol, speed, videos"),
     "eval-compare": ("world2act.evaluation.compare_cli",
                      "pair two evaluations episode by episode: paired difference, its interval, exact McNemar p"),
+    "compare": ("world2act.evaluation.compare_grid",
+                "run a comparison grid (base / world2act / dreamgen cells) on the same episodes, paired with base"),
     "serve": ("world2act.policies.serve",
               "serve a policy folder over Isaac-GR00T's ZeroMQ policy protocol (clients: --policy remote://HOST:PORT)"),
     "pipeline": ("world2act.pipeline", "run every stage end to end and write report.md"),
