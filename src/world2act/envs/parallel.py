@@ -1,7 +1,8 @@
 """Parallel simulation on CPU cores: a job pool and a lockstep vector of environments.
 
 Both use the ``spawn`` start method: fork after MuJoCo / EGL has been initialised in the
-parent is fragile. Workers ignore SIGINT; the parent terminates them on Ctrl-C.
+parent is fragile. Workers ignore SIGINT; the parent terminates them on Ctrl-C, and they die
+with the parent when it is killed (:mod:`world2act.utils.procs`).
 
 - :func:`run_jobs` maps a picklable function over self-contained, seeded jobs (one rollout
   each), in worker processes, with a progress bar. Results come back in job order and do not
@@ -17,7 +18,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import logging
-import multiprocessing as mp
 import os
 import signal
 import traceback
@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def _ctx():
-    return mp.get_context("spawn")
+    """A fresh spawn context whose workers die with this process (one per pool)."""
+    from world2act.utils.procs import WorkerContext
+
+    return WorkerContext()
 
 
 def _ignore_sigint() -> None:
@@ -126,7 +129,8 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str | Non
         tries = [0] * n
         pending = list(range(n))
         while pending:
-            ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=_ctx(),
+            ctx = _ctx()
+            ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx,
                                         initializer=_ignore_sigint)
             try:
                 futs = {ex.submit(_call, fn, i, jobs[i]): i for i in pending}
@@ -147,7 +151,7 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str | Non
                 if pending:
                     log.warning("a worker process died; retrying %d job(s) in a fresh pool", len(pending))
             except BaseException:
-                _terminate_pool(ex)
+                _terminate_pool(ex, ctx)
                 raise
             else:
                 ex.shutdown(wait=True)
@@ -156,14 +160,10 @@ def run_jobs(fn: Callable[[Any], Any], jobs: list, workers: int, desc: str | Non
         bar.close()
 
 
-def _terminate_pool(ex: cf.ProcessPoolExecutor) -> None:
-    procs = list((getattr(ex, "_processes", None) or {}).values())
+def _terminate_pool(ex: cf.ProcessPoolExecutor, ctx) -> None:
+    """Cancel what has not started and terminate the workers ``ctx`` started for ``ex``."""
     ex.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(timeout=5)
+    ctx.terminate(timeout=5)
 
 
 # ============================================================================ VectorEnv

@@ -37,7 +37,6 @@ import concurrent.futures as cf
 import dataclasses
 import json
 import logging
-import multiprocessing as mp
 import os
 import time
 import traceback
@@ -327,11 +326,17 @@ def _run_pool(spec: WorkerSpec, jobs: list[EpisodeJob], workers: int, on_done: C
     scene costs several seconds), and workers start on different tasks.
     A worker that dies (BrokenProcessPool) fails only its in-flight job: the job is retried once
     in a fresh worker, then recorded as an error.
+    Workers die with this process if it is killed (:mod:`world2act.utils.procs`).
     """
-    ctx = mp.get_context("spawn")
+    from world2act.utils.procs import WorkerContext
+
+    ctxs: dict[cf.ProcessPoolExecutor, WorkerContext] = {}
 
     def new_executor() -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
+        ctx = WorkerContext()  # one per executor: terminating a worker touches no other
+        ex = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
+        ctxs[ex] = ctx
+        return ex
 
     pending = list(jobs)
     retried: set[str] = set()
@@ -352,8 +357,8 @@ def _run_pool(spec: WorkerSpec, jobs: list[EpisodeJob], workers: int, on_done: C
                 try:
                     rec = fut.result()
                 except cf.process.BrokenProcessPool:
-                    _terminate(execs[w])
                     execs[w].shutdown(wait=False, cancel_futures=True)
+                    ctxs.pop(execs[w]).terminate()
                     execs[w] = new_executor()
                     last_task[w] = None
                     if job.key in retried:
@@ -368,20 +373,11 @@ def _run_pool(spec: WorkerSpec, jobs: list[EpisodeJob], workers: int, on_done: C
     except BaseException:
         for ex in execs:
             ex.shutdown(wait=False, cancel_futures=True)
-            _terminate(ex)
+        for ex in execs:
+            ctxs[ex].terminate()
         raise
     for ex in execs:
         ex.shutdown(wait=True)
-
-
-def _terminate(ex: cf.ProcessPoolExecutor) -> None:
-    procs = getattr(ex, "_processes", None) or {}
-    for p in list(procs.values()):
-        try:
-            if p.is_alive():
-                p.terminate()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _check_policy(policy_spec: Any, benchmark: str, tasks: list, device: str):

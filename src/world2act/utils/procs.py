@@ -1,0 +1,107 @@
+"""Worker processes that die with their parent.
+
+Every multiprocessing layer in world2act (the evaluation pool, :func:`world2act.envs.parallel.run_jobs`
+and :class:`world2act.envs.parallel.VectorEnv`) starts its workers from a :class:`WorkerContext`:
+a ``spawn`` context whose processes
+
+* ask the Linux kernel to SIGKILL them when their parent dies (``prctl(PR_SET_PDEATHSIG,
+  SIGKILL)``, set first thing in the worker, before the initializer or target runs), then check
+  that the parent recorded at start is still their parent (it may have died before the
+  ``prctl``), and exit at once if not. A ``kill -9`` of ``collect``, ``eval`` or ``pipeline``
+  therefore takes its workers with it instead of leaving them blocked on pipes, holding memory;
+* are recorded by the context, so the parent can terminate them (Ctrl-C) without reaching into
+  ``ProcessPoolExecutor`` internals.
+
+Elsewhere than Linux the death signal is a no-op (the parent check still runs).
+
+Caveat: the kernel ties the death signal to the *thread* that started the worker. The pools
+here start workers from the thread that submits work or builds the :class:`VectorEnv` (Python's
+``ProcessPoolExecutor`` starts ``spawn`` workers in ``submit``), and that thread outlives the
+pool; do not start a pool in a short-lived thread and keep using it after the thread ends.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+from multiprocessing.context import SpawnProcess
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Make this process die when its parent dies (Linux), and exit now if it already has.
+
+    Args:
+        parent_pid: the pid of the process that started this one, recorded in the parent before
+            the start; None skips the check.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: best effort
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the death signal was armed: nobody is waiting for us
+
+
+class GuardedProcess(SpawnProcess):
+    """A ``spawn`` process that calls :func:`die_with_parent` before running its target."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._w2a_parent_pid = os.getpid()
+
+    def run(self) -> None:
+        """Arm the parent-death signal, then run the target as :class:`multiprocessing.Process` does."""
+        die_with_parent(self._w2a_parent_pid)
+        super().run()
+
+
+class WorkerContext:
+    """A ``spawn`` multiprocessing context whose processes die with their parent.
+
+    Pass it wherever a context is accepted (``ProcessPoolExecutor(mp_context=...)``) or call
+    :meth:`Process` directly. Everything except ``Process`` is the standard spawn context.
+    Use one context per pool: :meth:`terminate` stops every process this context started.
+    """
+
+    def __init__(self) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._procs: list[GuardedProcess] = []
+
+    def Process(self, *args, **kwargs) -> GuardedProcess:  # noqa: N802 - the multiprocessing name
+        """A new (not yet started) :class:`GuardedProcess`, recorded for :meth:`terminate`."""
+        p = GuardedProcess(*args, **kwargs)
+        self._procs.append(p)
+        return p
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+    @property
+    def processes(self) -> list[GuardedProcess]:
+        """The processes this context has created (started or not)."""
+        return list(self._procs)
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """SIGTERM every live process of this context, then wait up to ``timeout`` s for each
+        (SIGKILL if it is still alive after that)."""
+        started = [p for p in self._procs if p.pid is not None]
+        for p in started:
+            try:
+                if p.is_alive():
+                    p.terminate()
+            except (OSError, ValueError, AssertionError):  # already closed / not our child
+                pass
+        for p in started:
+            try:
+                p.join(timeout=timeout)
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=timeout)
+            except (OSError, ValueError, AssertionError):
+                pass
