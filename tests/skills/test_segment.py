@@ -106,7 +106,7 @@ def test_bad_inputs(demo_dataset, tmp_path):
     with pytest.raises(World2ActError, match="--w-open"):
         SegmentConfig(w_open="wide")
 
-    # NaN widths and a truncated data file -> per-episode discards with reasons
+    # NaN widths -> a per-episode discard with its reason; a truncated data file -> an error naming it
     spec = DatasetSpec(fps=20, action_dim=7, state_dim=8, cameras=(), image_size=(8, 8), benchmark="libero_10")
     root = tmp_path / "bad"
     with LeRobotDatasetWriter(root, spec) as w:
@@ -122,10 +122,15 @@ def test_bad_inputs(demo_dataset, tmp_path):
     pq.write_table(t.set_column(t.column_names.index("observation.gripper_width"), "observation.gripper_width",
                                 __import__("pyarrow").array(g)), p1)
     p2 = root / "data/chunk-000/file-002.parquet"
-    pq.write_table(pq.read_table(p2).slice(0, 50), p2)  # truncated episode
+    good = p2.read_bytes()
+    pq.write_table(pq.read_table(p2).slice(0, 50), p2)  # truncated episode (valid parquet, rows missing)
+    with pytest.raises(World2ActError, match=rf"{p2}.*50 rows.*episode 2"):
+        run(SegmentConfig(dataset=str(root), out=str(tmp_path / "o2"), progress=False))
+    assert not (tmp_path / "o2").exists()
+    p2.write_bytes(good)
     stats = run(SegmentConfig(dataset=str(root), out=str(tmp_path / "o2"), progress=False))
-    assert stats["episodes_synced"] == 1
-    assert stats["discard_reasons"] == {"nan_gripper_width": 1, "unreadable_episode": 1}
+    assert stats["episodes_synced"] == 2
+    assert stats["discard_reasons"] == {"nan_gripper_width": 1}
     assert ep_nan is not None
 
     # no gripper signal at all -> a clear error before anything is written
@@ -140,3 +145,39 @@ def test_bad_inputs(demo_dataset, tmp_path):
     (root2 / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(World2ActError, match="gripper_width"):
         run(SegmentConfig(dataset=str(root2), out=str(tmp_path / "o4"), progress=False))
+
+
+def test_corrupt_files_are_errors_naming_them_unusable_episodes_are_logged_discards(demo_dataset, tmp_path, caplog):
+    """Issue 17: a truncated parquet or mp4 stops ``segment`` with the file's name; readable but
+    unusable episodes stay per-episode discards, each logged with its index and reason."""
+    import logging
+
+    from world2act.data.lerobot import DATA_PATH, VIDEO_PATH
+
+    # readable but unusable: episode 4 never closes the gripper, episode 6 has too many grasps
+    with caplog.at_level(logging.INFO, logger="world2act.skills.segment"):
+        stats = run(SegmentConfig(dataset=str(demo_dataset), out=str(tmp_path / "ok"), progress=False))
+    discarded = [r for r in json.loads((tmp_path / "ok/meta/skill_segments.json").read_text()) if not r["synced"]]
+    assert len(discarded) == sum(stats["discard_reasons"].values()) >= 2
+    for r in discarded:
+        assert f"episode {r['episode']} discarded: {r['reason']}" in caplog.text
+
+    # a data parquet cut in half: an error naming it, before anything is written
+    for kind, path in (("parquet", demo_dataset / DATA_PATH.format(chunk_index=0, file_index=3)),
+                       ("mp4", demo_dataset / VIDEO_PATH.format(video_key="observation.images.agentview",
+                                                               chunk_index=0, file_index=3))):
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+        out = tmp_path / f"bad-{kind}"
+        with pytest.raises(World2ActError, match=rf"{path}.*episode 3"):
+            run(SegmentConfig(dataset=str(demo_dataset), out=str(out), progress=False))
+        if kind == "parquet":
+            assert not out.exists()
+        path.write_bytes(raw)
+        if kind == "mp4":  # repaired: --resume finishes the run the error stopped
+            stats2 = run(SegmentConfig(dataset=str(demo_dataset), out=str(out), progress=False), resume=True)
+            assert stats2["clips_out"] == stats["clips_out"]
+    # the CLI: one line, exit status 2
+    path = demo_dataset / DATA_PATH.format(chunk_index=0, file_index=0)
+    path.write_bytes(path.read_bytes()[:100])
+    assert cli_main(["segment", "--dataset", str(demo_dataset), "--out", str(tmp_path / "cli")]) == 2

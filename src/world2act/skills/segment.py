@@ -50,8 +50,7 @@ STATS_FILE = "meta/skill_stats.json"
 SEGMENTS_FILE = "meta/skill_segments.json"
 PLOT_FILE = "meta/skill_lengths.png"
 
-# per-episode discard reasons raised before alignment
-UNREADABLE = "unreadable_episode"
+# per-episode discard reasons raised before alignment (an unreadable file is an error, not a discard)
 NAN_GRIPPER = "nan_gripper_width"
 NAN_VALUES = "nan_actions_or_states"
 UNPARSEABLE = "unparseable_instruction"
@@ -315,7 +314,10 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     """Segment ``cfg.dataset`` into a skill dataset in ``cfg.out``; return the statistics dict.
 
     Raises:
-        World2ActError: missing/corrupt dataset, no gripper-width feature or a constant
+        World2ActError: missing/corrupt dataset (a missing, corrupt or truncated data parquet
+            or mp4 of any episode: the message names the file and the episode; a parquet is
+            caught before anything is written, an mp4 when its clips are written, resumable
+            with ``resume=True`` once repaired), no gripper-width feature or a constant
             gripper signal, unknown benchmark without explicit ``tau`` and ``w_open``, an
             unusable ``--out``, an LLM endpoint that rejects the key/model, or no episode
             synchronised at all (nothing to write).
@@ -385,9 +387,8 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                 w = np.asarray(ep.states[:, gsrc.dim], dtype=np.float64)
             else:
                 w = ds.read_columns(i, [gsrc.key])[gsrc.key].reshape(T, -1)[:, gsrc.dim].astype(np.float64)
-        except World2ActError as e:
-            results.append(EpisodeSegmentation(i, T, task, False, UNREADABLE, str(e)[:300]))
-            continue
+        except World2ActError as e:  # a missing/corrupt/truncated file: the dataset is broken, say which file
+            raise World2ActError(f"{e} (episode {i}); repair or re-collect the dataset") from None
         if not np.all(np.isfinite(w)):
             bad = int(np.sum(~np.isfinite(w)))
             results.append(EpisodeSegmentation(i, T, task, False, NAN_GRIPPER, f"{bad} of {T} values of {signal_name} are NaN/inf"))
@@ -509,6 +510,9 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                 r.steps = list(schemas.get(r.instruction) or [])
         log.info("llm: %d requests sent, %d cache hits", aligner.requests_sent, aligner.cache_hits)
 
+    for r in results:
+        if not r.synced:
+            log.info("episode %d discarded: %s%s", r.episode, r.reason, f" ({r.detail})" if r.detail else "")
     synced = [r for r in results if r.synced]
     summary = sync_summary(results)
     if not synced:
@@ -541,7 +545,11 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         todo = [(k, c) for k, c in enumerate(clips) if (r.episode, k) not in done]
         if not todo:
             continue
-        ep = ds.load_episode(r.episode, load_images=True)
+        try:
+            ep = ds.load_episode(r.episode, load_images=True)
+        except World2ActError as e:  # e.g. a truncated mp4 (the fast pass above decodes no video)
+            raise World2ActError(f"{e} (episode {r.episode}); repair or re-collect the dataset, then rerun "
+                                 f"with --resume (the clips written so far are kept)") from None
         for k, (a, b, step) in todo:
             clip = ep.slice(a, b)
             clip.task = step.prompt
