@@ -3,7 +3,10 @@
 Stages (DESIGN.md): collect → segment → train-wm → train-base → align → post-train →
 eval-base / eval-posttrained, laid out as ``OUT/demos``, ``OUT/skills``, ``OUT/wm``,
 ``OUT/base``, ``OUT/align``, ``OUT/posttrain``, ``OUT/eval-base``, ``OUT/eval-posttrained``,
-plus ``OUT/report.md`` and ``OUT/summary.json``.
+plus ``OUT/report.md`` and ``OUT/summary.json``. After the stages, the base and post-trained
+policies are timed interleaved in the pipeline's own process (``OUT/latency_paired.json``,
+:func:`measure_paired_latency`): the report's latency ratio comes from that, not from the two
+evaluations' separately timed figures.
 
 Each stage runs as its own ``world2act <command>`` subprocess (memory is returned between
 stages and a kill can only interrupt the running stages); stages whose inputs are ready run
@@ -198,6 +201,9 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
     from world2act.report import write_report
 
     timings = {st.name: timings[st.name] for st in stages if st.name in timings}
+    # the report's latency figure: base and post-trained timed interleaved in THIS process
+    # (the per-policy eval.json figures were timed in separate processes under different load)
+    measure_paired_latency(out, key=f"{hashes.get('base')}:{hashes.get('posttrain')}")
     summary = write_report(out, preset=preset if isinstance(preset, str) else getattr(preset, "__name__", "custom"),
                            preset_meta=meta, timings=timings)
     if log_with != "none":
@@ -207,6 +213,62 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
             tracker.log({"eval": summary.get("success", {}),
                          "residual_latency_overhead": summary.get("residual_latency_overhead")}, step=0)
     return summary
+
+
+#: the interleaved base vs post-trained timing under the pipeline folder (read by the report)
+PAIRED_LATENCY_FILE = "latency_paired.json"
+
+
+def measure_paired_latency(out: str | Path, *, base: str = "base", post: str = "posttrain/policy",
+                           key: str | None = None, n: int = 50, warmup: int = 5) -> dict | None:
+    """Time the base and post-trained policies of a pipeline run interleaved, in this process,
+    and write ``OUT/latency_paired.json`` (:data:`PAIRED_LATENCY_FILE`).
+
+    Uses :func:`world2act.evaluation.paired_latency.paired_latency` (batch 1, one torch thread,
+    the same synthetic observation for both; ``n`` rounds after ``warmup``): per-policy median ms
+    per chunk and the paired ratio post / base with its bootstrap 95% interval. This is the
+    figure ``report.md`` shows; the per-policy ``latency`` in each ``eval.json`` is left as is.
+
+    Args:
+        out: the pipeline folder. base / post: policy folders relative to ``out``.
+        key: identifies the inputs (the base and post-train stage hashes); an existing file
+            with the same key and no error is reused instead of timing again.
+        n: timed rounds. warmup: untimed rounds first.
+
+    Returns:
+        the written dict (with ``key``, ``base``, ``post``; ``error`` instead of figures when
+        loading or timing failed), or None when either policy folder has no ``config.json``
+        (a stage did not run: nothing is written, and an older file is removed).
+    """
+    out = Path(out)
+    path = out / PAIRED_LATENCY_FILE
+    if not (out / base / "config.json").is_file() or not (out / post / "config.json").is_file():
+        path.unlink(missing_ok=True)
+        return None
+    if key is not None and path.is_file():
+        try:
+            old = read_json(path)
+        except (OSError, ValueError):
+            old = {}
+        if old.get("key") == key and "error" not in old:
+            return old
+    t0 = time.time()
+    try:
+        from world2act.evaluation.latency import synthetic_observation
+        from world2act.evaluation.paired_latency import paired_latency
+        from world2act.policies import load_policy
+
+        pb, pp = load_policy(out / base), load_policy(out / post)
+        res = paired_latency({"base": pb, "base + World2Act": pp}, synthetic_observation(pb), n=n, warmup=warmup)
+        log.info("paired latency: base %.2f ms, base + World2Act %.2f ms per chunk, ratio %.3f",
+                 res["policies"]["base"]["ms_per_chunk"], res["policies"]["base + World2Act"]["ms_per_chunk"], res["ratio"])
+    except Exception as e:  # noqa: BLE001 - latency is informational; the report says it failed
+        res = {"error": f"{type(e).__name__}: {e}"}
+        log.warning("paired latency failed: %s", res["error"])
+    res.update(key=key, base=base, post=post, total_s=round(time.time() - t0, 1),
+               measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(path, res)
+    return res
 
 
 def add_arguments(p) -> None:
