@@ -16,6 +16,13 @@ its upstream stages' hashes. On a re-run a stage is skipped when that file match
 interrupted stage is re-run with ``--resume`` (its own checkpoints), and a stage whose inputs
 changed is re-run from scratch with ``--overwrite``.
 
+Options may also come from ``--config FILE.yaml`` and ``key=value`` overrides
+(:class:`PipelineConfig`: ``preset``, ``parallel``, ``only``, ``log_with``, ``seed``,
+``device``). ``--seed S`` (S ≠ 0) is passed on to every stage except the evaluations (their
+seeds are the protocol's ``--seeds``) and ``--device D`` (D ≠ auto) to every stage; both then
+enter the stage hashes, so changing them re-runs the stages (the defaults add nothing, so
+existing runs stay up to date).
+
 ``--log-with tensorboard|wandb|trackio`` is passed on to the training stages (train-wm,
 train-base, align, post-train; it does not enter the stage hashes, so switching trackers
 re-runs nothing) and the evaluation summary is logged from the pipeline itself
@@ -63,6 +70,42 @@ class Stage:
     program: list[str] | None = None
 
 
+@dataclasses.dataclass
+class PipelineConfig:
+    """Configuration of ``world2act pipeline`` (``--config FILE.yaml`` keys, ``key=value`` overrides).
+
+    Attributes:
+        preset: one of :data:`world2act.presets.PRESETS`. parallel: stages run at once.
+        only: stage names allowed to run (empty: all). log_with: experiment tracker.
+        seed: passed to every non-evaluation stage as ``--seed`` when non-zero.
+        device: passed to every stage as ``--device`` unless ``auto``.
+    """
+
+    preset: str = ""
+    parallel: int = 2
+    only: list[str] = dataclasses.field(default_factory=list)
+    log_with: str = "none"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise World2ActError(f"pipeline: device {self.device!r}: valid choices are auto, cpu, cuda")
+        if int(self.seed) < 0:
+            raise World2ActError(f"pipeline: seed must be non-negative, got {self.seed}")
+
+
+def with_seed_device(stages: list[Stage], seed: int = 0, device: str = "auto") -> list[Stage]:
+    """The stages with ``--seed`` (non-zero, not on ``eval`` stages) and ``--device`` (not
+    ``auto``) appended to their arguments; unchanged for the defaults."""
+    out = []
+    for st in stages:
+        extra = (["--seed", str(int(seed))] if seed and st.command != "eval" else [])
+        extra += ["--device", device] if device and device != "auto" else []
+        out.append(dataclasses.replace(st, args=[*st.args, *extra]) if extra else st)
+    return out
+
+
 def _preset_stages(preset: str) -> tuple[list[Stage], dict]:
     from world2act.presets import PRESETS
 
@@ -80,9 +123,11 @@ def stage_hash(stage: Stage, upstream: dict[str, str]) -> str:
 
 
 def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list[str] | None = None,
-                 extra_env: dict | None = None, max_parallel: int = 2, log_with: str = "none") -> dict:
+                 extra_env: dict | None = None, max_parallel: int = 2, log_with: str = "none",
+                 seed: int = 0, device: str = "auto") -> dict:
     """Run (or resume) every stage of ``preset`` into ``out``; write report.md and summary.json.
 
+    ``seed`` / ``device``: passed on to the stages (:func:`with_seed_device`).
     Stages whose inputs are ready run concurrently, up to ``max_parallel`` at a time (on two
     cores: the base policy trains beside the world model, and the base is evaluated beside
     Stage 1 and Stage 2). Concurrent stages get ``WORLD2ACT_THREADS = cores // max_parallel``
@@ -98,6 +143,7 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
 
     log_with = check_backend(log_with)
     stages, meta = _preset_stages(preset)
+    stages = with_seed_device(stages, seed, device)
     if meta.get("requires_cuda"):
         import torch
 
@@ -274,26 +320,39 @@ def measure_paired_latency(out: str | Path, *, base: str = "base", post: str = "
 def add_arguments(p) -> None:
     from world2act.presets import PRESETS
 
-    p.add_argument("--preset", required=True, choices=list(PRESETS),
+    p.add_argument("--preset", choices=list(PRESETS),
                    help="smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, make demo); "
                         "metaworld: four Meta-World grasp tasks, the cheap proving ground (≈ 60 min); "
-                        "paper: the paper's protocol (GPU)")
+                        "paper: the paper's protocol (GPU); required here or in --config")
     p.add_argument("--resume", action="store_true", help="continue an existing run (the default behaviour; kept for symmetry)")
     p.add_argument("--overwrite", action="store_true", help="delete --out and start over")
     p.add_argument("--only", help="comma-separated stage names allowed to run (others must be up to date)")
-    p.add_argument("--parallel", type=int, default=2,
+    p.add_argument("--parallel", type=int, default=None,
                    help="stages run at once when their inputs are ready (default 2: one per core)")
     from world2act.utils.tracking import add_argument
 
     add_argument(p)
+    p.set_defaults(log_with=None)  # not given: --config's log_with, else none
 
 
 def main(args) -> int:
+    """``world2act pipeline``: build the :class:`PipelineConfig` (defaults <- ``--config`` <- options
+    <- ``key=value``; ``--seed 0`` and ``--device auto``, the shared defaults, count as not given)
+    and run it."""
+    from world2act.presets import PRESETS
+    from world2act.utils.config import load_config
+
     if not args.out:
         raise World2ActError("pipeline: --out is required")
-    summary = run_pipeline(args.preset, args.out, overwrite=args.overwrite,
-                           only=args.only.split(",") if args.only else None, max_parallel=args.parallel,
-                           log_with=getattr(args, "log_with", "none"))
+    cfg = load_config(PipelineConfig, getattr(args, "config", None), getattr(args, "overrides", None),
+                      preset=args.preset, parallel=args.parallel, only=args.only, log_with=getattr(args, "log_with", None),
+                      seed=args.seed or None, device=None if args.device == "auto" else args.device)
+    if not cfg.preset:
+        raise World2ActError("pipeline: --preset is required (or preset: in --config)")
+    if cfg.preset not in PRESETS:
+        raise World2ActError(f"pipeline: unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}")
+    summary = run_pipeline(cfg.preset, args.out, overwrite=args.overwrite, only=list(cfg.only) or None,
+                           max_parallel=cfg.parallel, log_with=cfg.log_with, seed=cfg.seed, device=cfg.device)
     print(f"report: {Path(args.out) / 'report.md'}")
     headline = summary.get("headline")
     if headline:

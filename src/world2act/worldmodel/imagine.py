@@ -8,11 +8,12 @@ the previous clip's last frame, and the clips are concatenated (shared boundary 
 Writes ``video.mp4`` (``[1 + 16n, H, W, 3]`` at the clip fps), ``latents.safetensors``
 (``latents`` ``[1 + 4n, C, H', W']`` normalised, float32; ``latent_action_ranges`` int64
 ``[1 + 4n, 2]`` control-step ranges per latent frame) and ``prompts.json`` (instruction, skill
-prompts, clip prompts, shapes, frame stride).
+prompts, clip prompts, shapes, frame stride), plus ``manifest.json`` from the CLI.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -110,12 +111,66 @@ def imagine(wm, frame: np.ndarray, instruction: str, out: str | Path, *, steps: 
     return info
 
 
+@dataclasses.dataclass
+class ImagineConfig:
+    """Configuration of ``world2act imagine`` (``--config FILE.yaml`` keys and ``key=value`` overrides).
+
+    Attributes:
+        wm: world-model folder (from train-wm). instruction: global task instruction.
+        image: first frame, a PNG with the stitched views; or ``dataset`` + ``episode``: take the
+            first frame of that episode of a LeRobot dataset (exactly one of the two).
+        steps, clips_per_skill, guidance: sampling steps, clips per skill prompt, classifier-free
+            guidance scale (None: the model's / learned defaults). resize: resize ``image`` to
+            the model's frame size. seed: sampling seed (``--seed``).
+        model: world-model config fields replaced at load (those that do not change the weights,
+            e.g. ``image_size``, ``num_frames``); as overrides ``model.image_size=[8,8]`` or, for a
+            key that is not one of the fields above, bare ``image_size=[8,8]``.
+    """
+
+    wm: str = ""
+    instruction: str = ""
+    image: str = ""
+    dataset: str = ""
+    episode: int = 0
+    steps: int | None = None
+    clips_per_skill: int | None = None
+    guidance: float | None = None
+    resize: bool = False
+    seed: int = 0
+    model: dict = dataclasses.field(default_factory=dict)
+
+
+def split_overrides(overrides: list[str] | None) -> tuple[list[str], dict]:
+    """Split ``key=value`` overrides into :class:`ImagineConfig` ones and world-model config fields.
+
+    ``model.<field>=v`` and any bare key that is not an ImagineConfig field go to the world
+    model (values parsed as YAML); the rest are returned for :func:`~world2act.utils.config.load_config`.
+
+    Raises:
+        World2ActError: an override without ``=`` or with an empty key.
+    """
+    import yaml
+
+    own_fields = {f.name for f in dataclasses.fields(ImagineConfig)} - {"model"}
+    own, model = [], {}
+    for o in overrides or []:
+        k, sep, v = o.partition("=")
+        k = k.strip()
+        if not sep or not k or k == "model.":
+            raise World2ActError(f"override {o!r}: expected key=value (an imagine option or a world-model config field)")
+        if k.split(".")[0] in own_fields:
+            own.append(o)
+        else:
+            model[k[len("model."):] if k.startswith("model.") else k] = yaml.safe_load(v) if v != "" else ""
+    return own, model
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wm", required=True, help="world-model folder (from train-wm)")
+    p.add_argument("--wm", help="world-model folder (from train-wm; required here or in --config)")
     p.add_argument("--image", help="first frame: PNG with the stitched views (H x W of the model)")
     p.add_argument("--dataset", help="instead of --image: take the first frame of --episode from this LeRobot dataset")
-    p.add_argument("--episode", type=int, default=0, help="episode index for --dataset (default 0)")
-    p.add_argument("--instruction", required=True, help="global task instruction")
+    p.add_argument("--episode", type=int, default=None, help="episode index for --dataset (default 0)")
+    p.add_argument("--instruction", help="global task instruction (required here or in --config)")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10 for small)")
     p.add_argument("--clips-per-skill", type=int, default=None,
                    help="clips per skill prompt (default: learned per prompt from the training data, else 1)")
@@ -124,32 +179,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
+    """``world2act imagine``: build the :class:`ImagineConfig` (defaults <- ``--config`` <- options
+    <- ``key=value``; ``--seed 0``, the shared default, counts as not given), generate, and write
+    the outputs plus ``manifest.json`` into ``--out``."""
     import torch
 
+    from world2act.utils.config import load_config
+    from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import resolve_device, set_torch_threads
     from world2act.worldmodel.model import WorldModel
 
     if not args.out:
         raise World2ActError("--out is required")
-    set_torch_threads()
-    overrides = {}
-    for o in getattr(args, "overrides", None) or []:  # world-model config fields, e.g. image_size=[8,8] num_frames=5
-        import yaml
-
-        k, sep, v = o.partition("=")
-        if not sep or not k:
-            raise World2ActError(f"override {o!r}: expected key=value (a world-model config field)")
-        overrides[k.strip()] = yaml.safe_load(v)
-    wm = WorldModel.load(args.wm, device=resolve_device(args.device), overrides=overrides or None)
-    if bool(args.image) == bool(args.dataset):
+    own, model = split_overrides(getattr(args, "overrides", None))
+    cfg = load_config(ImagineConfig, getattr(args, "config", None), own, wm=args.wm, instruction=args.instruction,
+                      image=args.image, dataset=args.dataset, episode=args.episode, steps=args.steps,
+                      clips_per_skill=args.clips_per_skill, guidance=args.guidance,
+                      resize=True if args.resize else None, seed=args.seed or None)
+    cfg = dataclasses.replace(cfg, model={**cfg.model, **model})
+    if not cfg.wm:
+        raise World2ActError("imagine: --wm DIR is required (or wm: in --config)")
+    if not cfg.instruction:
+        raise World2ActError("imagine: --instruction is required (or instruction: in --config)")
+    if bool(cfg.image) == bool(cfg.dataset):
         raise World2ActError("give exactly one of --image PNG or --dataset DIR [--episode N]")
-    if args.image:
-        frame = load_image(args.image, wm.config.frame_size, resize=args.resize)
+    started = time.time()
+    set_torch_threads()
+    wm = WorldModel.load(cfg.wm, device=resolve_device(args.device), overrides=cfg.model or None)
+    if cfg.image:
+        frame = load_image(cfg.image, wm.config.frame_size, resize=cfg.resize)
     else:
-        frame = dataset_frame(args.dataset, args.episode, wm.config)
+        frame = dataset_frame(cfg.dataset, cfg.episode, wm.config)
     with torch.no_grad():
-        info = imagine(wm, frame, args.instruction, args.out, steps=args.steps, seed=args.seed,
-                       clips_per_skill=args.clips_per_skill, guidance_scale=args.guidance)
+        info = imagine(wm, frame, cfg.instruction, args.out, steps=cfg.steps, seed=cfg.seed,
+                       clips_per_skill=cfg.clips_per_skill, guidance_scale=cfg.guidance)
+    inputs = {"wm": str(Path(cfg.wm).resolve())}
+    inputs.update({"image": str(Path(cfg.image).resolve())} if cfg.image else
+                  {"dataset": str(Path(cfg.dataset).resolve()), "episode": cfg.episode})
+    write_manifest(args.out, stage="imagine", config=cfg, inputs=inputs,
+                   metrics={k: info[k] for k in ("video_shape", "latents_shape", "num_inference_steps", "generation_s")}
+                   | {"clips": len(info["clip_prompts"])}, started=started)
     print(f"{len(info['clip_prompts'])} clip(s) {info['clip_prompts']}: video {info['video_shape']}, "
           f"latents {info['latents_shape']} -> {args.out}")
     return 0
