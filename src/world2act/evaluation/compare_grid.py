@@ -36,7 +36,8 @@ segfault in one cell ends the grid; rerunning the command resumes it.)
 
 Layout: ``DIR/<name>/train/`` (the stage's ``--out``; absent for base cells) and
 ``DIR/<name>/eval/`` (``world2act eval``'s folder). A training folder whose ``manifest.json`` is
-complete for the same config is reused, an incomplete one is resumed; an evaluation whose
+complete for the same config (recorded in ``DIR/<name>/cell.json``) is reused, an incomplete
+one is resumed; an evaluation whose
 ``eval.json`` is complete for the same policy, tasks, trials and seeds is reused, an incomplete
 one is resumed (``--resume``). ``DIR/compare.json``, ``compare.md`` and ``compare.png`` are
 (re)written after every cell.
@@ -44,6 +45,7 @@ one is resumed (``--resume``). ``DIR/compare.json``, ``compare.md`` and ``compar
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gc
 import logging
@@ -286,20 +288,35 @@ def evaluate_policy(policy: str, grid: Grid, out: Path, *, device: str, overwrit
 
 
 # ---------------------------------------------------------------------------- running
-def _train_done(cell: Cell, train_dir: Path) -> bool:
-    """True when ``train_dir`` holds a complete run of exactly this config.
+CELL_FILE = "cell.json"
+
+
+def _train_done(cell: Cell, cdir: Path) -> bool:
+    """True when ``cdir/train`` holds a complete run of exactly this cell's config.
+
+    The config is recorded in ``cdir/cell.json`` when the training finishes (the stages may
+    fill in defaults in their manifest's copy, e.g. post-train's camera, so that copy is not
+    compared). A complete run without ``cell.json`` is resumed (the stage then finds its work done).
 
     Raises:
-        World2ActError: a complete run with different settings (it is never overwritten silently).
+        World2ActError: a complete run with other settings (it is never overwritten silently).
     """
+    import json
+
     from world2act.utils.manifest import config_hash, read_manifest
 
+    train_dir = cdir / "train"
     m = read_manifest(train_dir)
-    if not (m and m.get("complete")):
+    if not (m and m.get("complete") and (train_dir / "policy").is_dir() and (cdir / CELL_FILE).is_file()):
         return False
-    if m.get("config_hash") != config_hash(cell.config):
-        raise World2ActError(f"{train_dir} holds a finished run with other settings; delete it or use a new --out")
-    return (train_dir / "policy").is_dir()
+    try:
+        rec = json.loads((cdir / CELL_FILE).read_text())
+    except json.JSONDecodeError:
+        return False
+    if rec.get("config_hash") != config_hash(cell.config) or rec.get("method") != cell.method:
+        raise World2ActError(f"{train_dir} holds a finished run with other settings ({cdir / CELL_FILE}); "
+                             "delete it or use a new --out")
+    return True
 
 
 def _eval_done(policy: str, grid: Grid, eval_dir: Path) -> dict | None:
@@ -325,7 +342,8 @@ def run_cell(cell: Cell, grid: Grid, out: Path, *, device: str) -> dict:
 
     Returns its record (without the paired figures); raises whatever the stage raises.
     """
-    from world2act.utils.manifest import read_manifest
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import config_hash, read_manifest
 
     rec: dict[str, Any] = {}
     cdir = out / cell.name
@@ -334,14 +352,16 @@ def run_cell(cell: Cell, grid: Grid, out: Path, *, device: str) -> dict:
     if cell.method != "base":
         train_dir = cdir / "train"
         rec["train_dir"] = str(train_dir)
-        if _train_done(cell, train_dir):
+        if _train_done(cell, cdir):
             log.info("compare: %s: training in %s is complete, reused", cell.name, train_dir)
             rec["trained"] = "reused"
         else:
             resume = train_dir.is_dir() and any(train_dir.iterdir())
             log.info("compare: %s: training (%s)%s -> %s", cell.name, cell.method, " resumed" if resume else "", train_dir)
             t0 = time.time()
-            TRAINERS[cell.method](cell.config, train_dir, device=device, resume=resume)
+            TRAINERS[cell.method](copy.deepcopy(cell.config), train_dir, device=device, resume=resume)
+            write_json(cdir / CELL_FILE, {"name": cell.name, "method": cell.method,
+                                          "config_hash": config_hash(cell.config), "config": cell.config})
             rec["trained"] = "resumed" if resume else "trained"
             rec["train_run_s"] = round(time.time() - t0, 1)
             trained_now = True
@@ -477,7 +497,8 @@ def markdown(res: dict) -> str:
               "| task | " + " | ".join(c["name"] for c in cells) + " |",
               "|---|" + "---:|" * len(cells)]
     for t in res["tasks"]:
-        lines.append(f"| {res['labels'].get(t, t)} | " + " | ".join(_pct((c.get("per_task") or {}).get(t)) for c in cells) + " |")
+        label = res["labels"].get(t, t)
+        lines.append(f"| {t if label == t else f'{t}: {label}'} | " + " | ".join(_pct((c.get("per_task") or {}).get(t)) for c in cells) + " |")
     lines.append("| **mean** | " + " | ".join(f"**{_pct(c.get('success_rate'))}**" for c in cells) + " |")
     lines += ["", f"## Paired with `{ref}`", "",
               f"Difference = cell − {ref} in success-rate points over the paired episodes; 95% CI of the mean paired "
@@ -525,12 +546,13 @@ def bar_plot(res: dict, path: str | Path) -> None:
         xs = [g + (i - (len(cells) - 1) / 2) * w for g in range(len(groups))]
         ax.bar(xs, vals, width=w, label=c["name"])
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([res["labels"].get(g, g) for g in groups], rotation=20, ha="right", fontsize=8)
+    names = [g if g == "mean" else f"{g}: {res['labels'].get(g, g)}" for g in groups]
+    ax.set_xticklabels([x if len(x) <= 28 else x[:27] + "…" for x in names], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 120)
     ax.set_title(res.get("title") or f"{res['benchmark']}: {res['trials']} trials x seeds {res['seeds']}", fontsize=9)
     if cells:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", ncol=min(len(cells), 5), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
