@@ -308,3 +308,21 @@ def test_example_grids_are_valid(tmp_path, example):
     assert {c.method for c in grid.cells} == {"base", "world2act", "dreamgen"}
     if example == "compare_metaworld.yaml":
         assert grid.benchmark == "metaworld" and len(grid.tasks) == 2 and grid.trials * len(grid.seeds) == 50
+
+
+def test_shared_options_config_and_overrides_reach_the_grid(tmp_path, fakes):
+    calls, _ = fakes
+    path = _grid(tmp_path, cells=[{"name": "base", "method": "base"}, {"name": "w2a", "method": "world2act"}])
+    out = tmp_path / "out"
+    # --config is the grid; key=value overrides change its shared keys; --seed is the training seed
+    assert cli_main(["compare", "--config", str(path), "--out", str(out), "--seed", "5", "trials=2", "seeds=[3]",
+                     "eval.video_episodes=0"]) == 0
+    assert calls["world2act"][0]["cfg"].seed == 5
+    eps = _episodes(out / "base" / "eval")
+    assert len(eps) == len(TASKS) * 2 and {e["seed"] for e in eps} == {3}
+    res = json.loads((out / "compare.json").read_text())
+    assert res["trials"] == 2 and res["seeds"] == [3]
+    with pytest.raises(World2ActError, match="unknown grid key 'cellz'"):
+        compare_grid.load_grid(path, overrides=["cellz=1"])
+    with pytest.raises(World2ActError, match="cells are set in the file"):
+        compare_grid.load_grid(path, overrides=["cells=[]"])

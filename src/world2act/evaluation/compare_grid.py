@@ -120,7 +120,27 @@ def _missing_path(value: str) -> str | None:
     return None
 
 
-def load_grid(path: str | Path, *, seed: int = 0) -> Grid:
+def _apply_grid_overrides(data: dict, overrides: list[str], where: str) -> None:
+    """Dotted ``key=value`` overrides of the grid's shared keys (``trials=10``, ``eval.workers=0``)."""
+    import yaml
+
+    for ov in overrides:
+        if "=" not in ov:
+            raise World2ActError(f"{where}: override {ov!r}: expected key=value (e.g. trials=10)")
+        key, raw = ov.split("=", 1)
+        parts = key.split(".")
+        if parts[0] not in SHARED_KEYS or parts[0] == "cells":
+            raise World2ActError(f"{where}: override {ov!r}: unknown grid key {parts[0]!r}; valid: "
+                                 f"{', '.join(k for k in SHARED_KEYS if k != 'cells')} (cells are set in the file)")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise World2ActError(f"{where}: override {ov!r}: {part!r} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_grid(path: str | Path, *, seed: int = 0, overrides: list[str] | None = None) -> Grid:
     """Read and validate a grid file completely, before anything runs.
 
     Raises:
@@ -135,6 +155,7 @@ def load_grid(path: str | Path, *, seed: int = 0) -> Grid:
 
     where = str(path)
     data = read_yaml_mapping(path)
+    _apply_grid_overrides(data, list(overrides or []), where)
     unknown = sorted(set(data) - set(SHARED_KEYS))
     if unknown:
         raise World2ActError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(SHARED_KEYS)}")
@@ -573,8 +594,9 @@ def write_outputs(out: Path, res: dict) -> None:
 
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grid", required=True, help="grid YAML: shared protocol + cells {name, method: base|world2act|dreamgen, "
-                                                 "overrides} (docs/compare.md)")
+    p.add_argument("--grid", help="grid YAML: shared protocol + cells {name, method: base|world2act|dreamgen, "
+                                  "overrides} (docs/compare.md); --config FILE is the same; trailing key=value "
+                                  "overrides change the grid's shared keys (trials=10, eval.workers=0)")
     p.add_argument("--check", action="store_true", help="validate the grid and list the cells, run nothing")
 
 
@@ -583,9 +605,12 @@ def main(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise World2ActError("compare: --out DIR is required (one folder per cell, compare.json/.md/.png)")
-    if getattr(args, "overrides", None):
-        raise World2ActError(f"compare: key=value overrides go into the grid's cells, got {args.overrides}")
-    grid = load_grid(args.grid, seed=args.seed)
+    path = args.grid or getattr(args, "config", None)
+    if not path:
+        raise World2ActError("compare: --grid FILE.yaml is required (docs/compare.md)")
+    if args.grid and getattr(args, "config", None) and args.config != args.grid:
+        raise World2ActError("compare: give the grid once (--grid or --config), not two different files")
+    grid = load_grid(path, seed=args.seed, overrides=list(getattr(args, "overrides", None) or []))
     log.info("compare: grid %s valid: %d cell(s) on %s, %d task(s) x %d seed(s) x %d trials, reference %s",
              grid.path, len(grid.cells), grid.benchmark, len(grid.tasks), len(grid.seeds), grid.trials, grid.reference)
     if getattr(args, "check", False):
