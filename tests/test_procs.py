@@ -45,3 +45,36 @@ def test_workers_die_with_their_parent(tmp_path, layer):
         for p in pids:  # never leave this test's own workers behind, even when it fails
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def _sleep(seconds):
+    import time as _t
+
+    _t.sleep(seconds)
+
+
+def test_worker_started_from_a_short_lived_thread_is_not_killed_early():
+    """The death signal follows the starting *thread*: a worker started from a thread that ends
+    must keep running (it gets the parent check only)."""
+    import threading
+
+    from world2act.utils.procs import WorkerContext
+
+    ctx = WorkerContext()
+    started = []
+
+    def starter():
+        p = ctx.Process(target=_sleep, args=(30,), daemon=True)
+        p.start()
+        started.append(p)
+        time.sleep(4)  # the child is past its start-up (where it would arm the signal) before this thread ends
+
+    t = threading.Thread(target=starter)
+    t.start()
+    t.join()
+    try:
+        time.sleep(1)
+        assert started[0].is_alive(), f"worker died with its starting thread (exit code {started[0].exitcode})"
+    finally:
+        ctx.terminate()
+    assert not started[0].is_alive()

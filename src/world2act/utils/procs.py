@@ -14,10 +14,12 @@ a ``spawn`` context whose processes
 
 Elsewhere than Linux the death signal is a no-op (the parent check still runs).
 
-Caveat: the kernel ties the death signal to the *thread* that started the worker. The pools
-here start workers from the thread that submits work or builds the :class:`VectorEnv` (Python's
-``ProcessPoolExecutor`` starts ``spawn`` workers in ``submit``), and that thread outlives the
-pool; do not start a pool in a short-lived thread and keep using it after the thread ends.
+Threads: the kernel ties the death signal to the *thread* that started the worker (measured:
+a worker started from a thread that ends while the worker runs is SIGKILLed). The pools here
+start their workers from the main thread (Python's ``ProcessPoolExecutor`` starts ``spawn``
+workers in ``submit``, in the caller's thread; its management thread starts none unless
+``max_tasks_per_child`` is set), so the signal is armed only for workers started from the main
+thread; a worker started from another thread gets only the parent check.
 """
 from __future__ import annotations
 
@@ -26,19 +28,21 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 from multiprocessing.context import SpawnProcess
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent(parent_pid: int | None) -> None:
+def die_with_parent(parent_pid: int | None, arm: bool = True) -> None:
     """Make this process die when its parent dies (Linux), and exit now if it already has.
 
     Args:
         parent_pid: the pid of the process that started this one, recorded in the parent before
             the start; None skips the check.
+        arm: set the parent-death signal (False: only the check).
     """
-    if sys.platform.startswith("linux"):
+    if arm and sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -49,15 +53,22 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 
 class GuardedProcess(SpawnProcess):
-    """A ``spawn`` process that calls :func:`die_with_parent` before running its target."""
+    """A ``spawn`` process that calls :func:`die_with_parent` before running its target (the
+    death signal only when it is started from the main thread, see the module notes)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._w2a_parent_pid = os.getpid()
+        self._w2a_arm = True
+
+    def start(self) -> None:
+        """Start the process, recording whether the starting thread is the main thread."""
+        self._w2a_arm = threading.current_thread() is threading.main_thread()
+        super().start()
 
     def run(self) -> None:
         """Arm the parent-death signal, then run the target as :class:`multiprocessing.Process` does."""
-        die_with_parent(self._w2a_parent_pid)
+        die_with_parent(self._w2a_parent_pid, arm=self._w2a_arm)
         super().run()
 
 
