@@ -1,7 +1,9 @@
 """A parent process for ``tests/test_procs.py``: opens one worker-pool layer with a workload that
 blocks forever; every worker writes ``<pid>.pid`` into the output folder once it is busy.
 
-Usage: ``python orphan_parent.py {run_jobs,eval,vector} OUT_DIR``. Run as a script: spawned
+Usage: ``python orphan_parent.py {run_jobs,eval,vector,pipeline} OUT_DIR``
+(``W2A_ORPHAN_OUT`` = OUT_DIR); ``pipeline`` runs one stage (this script's ``stage`` layer) that
+records its own pid and starts one blocked worker. Run as a script: spawned
 workers re-import this file as ``__mp_main__``, so the patch below reaches them too.
 """
 import os
@@ -62,5 +64,15 @@ if __name__ == "__main__":
     elif layer == "vector":
         with parallel.VectorEnv("metaworld", ["door-open-v3", "door-open-v3"], workers=2) as venv:
             venv.reset([dict(seed=0), dict(seed=1)])
+    elif layer == "pipeline":  # pipeline -> a stage subprocess -> its run_jobs worker
+        from world2act.pipeline import Stage, run_pipeline
+
+        def preset():
+            return [Stage("s", "stage", [], [], program=[sys.executable, __file__])], {"description": "orphans"}
+
+        run_pipeline(preset, OUT / "pipe", max_parallel=1)
+    elif layer == "stage":  # run by the pipeline layer: record this stage's pid, then one blocked worker
+        (OUT / f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        parallel.run_jobs(block, [0], workers=1)
     else:
         raise SystemExit(f"unknown layer {layer}")

@@ -18,7 +18,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-@pytest.mark.parametrize("layer", ["run_jobs", "eval", "vector"])
+@pytest.mark.parametrize("layer", ["run_jobs", "eval", "vector", "pipeline"])
 def test_workers_die_with_their_parent(tmp_path, layer):
     script = Path(__file__).parent / "orphan_parent.py"
     env = dict(os.environ, W2A_ORPHAN_OUT=str(tmp_path))

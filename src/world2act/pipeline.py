@@ -139,6 +139,7 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
             file and the last error line; stages running beside it are stopped and resume on
             the next run).
     """
+    from world2act.utils.procs import child_dies_with_parent
     from world2act.utils.tracking import check_backend
 
     log_with = check_backend(log_with)
@@ -199,7 +200,8 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
         lf = open(logfile, "a")
         lf.write(f"\n$ {' '.join(argv)}\n")
         lf.flush()
-        proc = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=child_dies_with_parent())  # a killed pipeline takes its stages along
         running[st.name] = (st, proc, lf, logfile, time.time())
 
     def stop_all() -> None:

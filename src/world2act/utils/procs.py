@@ -13,6 +13,8 @@ a ``spawn`` context whose processes
   ``ProcessPoolExecutor`` internals.
 
 Elsewhere than Linux the death signal is a no-op (the parent check still runs).
+:func:`child_dies_with_parent` does the same for ``subprocess.Popen`` children (the pipeline's
+stages).
 
 Threads: the kernel ties the death signal to the *thread* that started the worker (measured:
 a worker started from a thread that ends while the worker runs is SIGKILLed). The pools here
@@ -50,6 +52,32 @@ def die_with_parent(parent_pid: int | None, arm: bool = True) -> None:
             pass
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before the death signal was armed: nobody is waiting for us
+
+
+def child_dies_with_parent():
+    """A ``preexec_fn`` for :class:`subprocess.Popen` that makes the child die with this process.
+
+    The child sets the parent-death signal (SIGKILL) between fork and exec (it survives the exec)
+    and exits at once if this process is already gone. Returns None (no ``preexec_fn``) off Linux
+    or when called from a thread other than the main thread (the signal follows the starting
+    thread). Used by ``world2act pipeline`` for its stage subprocesses, whose own workers die with
+    them in turn.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: nothing is loaded after the fork
+    except (OSError, AttributeError):  # pragma: no cover
+        return None
+    parent = os.getpid()
+    sig = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 class GuardedProcess(SpawnProcess):
