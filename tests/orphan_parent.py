@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 import world2act.envs.parallel as parallel
 
 OUT = Path(os.environ.get("W2A_ORPHAN_OUT", "."))
