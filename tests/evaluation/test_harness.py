@@ -201,3 +201,21 @@ def test_dead_worker_is_retried_then_recorded(tmp_path):
     ref = {(e["task"], e["seed"], e["trial"]): e["success"] for e in ok["episodes"] if not e["error"]}
     both = [e for e in res["episodes"] if not e["error"] and (e["task"], e["seed"], e["trial"]) in ref]
     assert len(both) == 6 and all(ref[(e["task"], e["seed"], e["trial"])] == e["success"] for e in both)
+
+
+def test_validation_init_states_lie_in_the_posttrain_range_disjoint_from_training_and_eval():
+    from world2act.envs import SEED_RANGES
+    from world2act.evaluation.harness import episode_jobs
+    from world2act.posttrain.loop import posttrain_seeds
+
+    val = episode_jobs("metaworld", ["pick-place-v3", "assembly-v3"], 50, [0, 1], init_states="validation")
+    ev = episode_jobs("metaworld", ["pick-place-v3", "assembly-v3"], 50, [0, 1])
+    vs = {j.reset_seed for j in val}
+    assert len(vs) == 200 and all(s in SEED_RANGES["posttrain"] for s in vs)
+    assert not vs & {j.reset_seed for j in ev}
+    train = set(posttrain_seeds("metaworld", "pick-place-v3", 1000)) | set(posttrain_seeds("metaworld", "assembly-v3", 1000))
+    assert not vs & train
+    lib = episode_jobs("libero_object", [0], 3, [0], init_states="validation")
+    assert all(j.init_state_index is None and j.reset_seed in SEED_RANGES["posttrain"] for j in lib)
+    with pytest.raises(World2ActError, match="init-states"):
+        episode_jobs("metaworld", ["pick-place-v3"], 2, [0], init_states="test")

@@ -208,3 +208,39 @@ def test_expert_chunk_relabels_without_moving_the_scene():
     assert PostTrainConfig(contrast="expert", expert_relabel=True).expert_relabel
     with pytest.raises(World2ActError, match="expert"):
         PostTrainConfig(contrast="expert")
+
+
+def _head_net(head):
+    f_a = nn.Sequential(nn.Flatten(-2), nn.Linear(K * A, D))
+    g_a = nn.Sequential(nn.Linear(D, K * A), nn.Tanh(), nn.Unflatten(-1, (K, A)))
+    cfg = ResidualNetConfig(state_dim=S, action_dim=A, chunk_size=K, latent_dim=D, image_size=(40, 40), num_heads=2,
+                            head=head)
+    return ResidualNet(cfg, f_a, g_a)
+
+
+@pytest.mark.parametrize("head", ["decoder", "latent", "linear"])
+def test_residual_heads_start_at_the_base_and_only_decoder_starves_the_network(head):
+    """Every head starts at Δa = 0; the paper's gated decoder gives the network no gradient at
+    gate 0 (only the gate learns), the latent and linear heads train their last layer from step one."""
+    torch.manual_seed(0)
+    net = _head_net(head)
+    img, st, base = torch.rand(5, 3, 40, 40), torch.randn(5, S), torch.randn(5, K, A)
+    out = net(img, st, base)
+    assert out.shape == (5, K, A) and out.abs().max() == 0
+    ((out - torch.ones_like(out)) ** 2).mean().backward()
+    head_params = list(net.mlp.parameters()) + (list(net.to_chunk.parameters()) if head == "linear" else [])
+    mlp_grad = sum(float(p.grad.abs().sum()) for p in head_params if p.grad is not None)
+    enc_grad = float(net.state_encoder[0].weight.grad.abs().sum()) if net.state_encoder[0].weight.grad is not None else 0.0
+    if head == "decoder":
+        assert mlp_grad == 0 and float(net.gate.grad.abs().sum()) > 0
+    else:
+        assert mlp_grad > 0
+        opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+        opt.step()
+        assert net(img, st, base).abs().max() > 0  # one step moves the output
+    assert enc_grad == 0  # the encoders get gradient only through a non-zero last layer
+
+
+def test_residual_head_is_validated():
+    with pytest.raises(World2ActError, match="head"):
+        ResidualNetConfig(state_dim=S, action_dim=A, chunk_size=K, head="mlp")

@@ -15,7 +15,8 @@ class EvalConfig:
     Attributes (as the options of the same names): policy, benchmark (both required, as options
     or here), tasks (``all``, a comma-separated string or a list), trials, seeds (the protocol's
     evaluation seeds: an int, a comma-separated string or a list), workers, video_episodes,
-    image_size (None: the policy's), init_offset_per_seed, latency (False = ``--no-latency``).
+    image_size (None: the policy's), init_offset_per_seed, init_states (``eval`` or
+    ``validation``), latency (False = ``--no-latency``).
     """
 
     policy: str = ""
@@ -27,6 +28,7 @@ class EvalConfig:
     video_episodes: int = 2
     image_size: int | None = None
     init_offset_per_seed: int = 0
+    init_states: str = "eval"
     latency: bool = True
 
 
@@ -47,7 +49,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
                       policy=args.policy, benchmark=args.benchmark, tasks=args.tasks, trials=args.trials,
                       seeds=args.seeds, workers=args.workers, video_episodes=args.video_episodes,
                       image_size=args.image_size, init_offset_per_seed=args.init_offset_per_seed,
-                      latency=False if args.no_latency else None)
+                      init_states=args.init_states, latency=False if args.no_latency else None)
     if not cfg.policy:
         raise World2ActError("eval: --policy is required (or policy: in --config)")
     if not cfg.benchmark:
@@ -74,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="render size for the policy's cameras (default: the policy's)")
     p.add_argument("--init-offset-per-seed", type=int, default=None,
                    help="LIBERO: init state of trial i for the k-th seed is (i + k*N) %% 50 (default 0 = official)")
+    p.add_argument("--init-states", default=None, choices=["eval", "validation"],
+                   help="eval (default: the protocol's held-out init states) or validation (seeded resets from the "
+                        "post-training range, disjoint from Stage 2's own: choose settings here, never on eval)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 inference timing")
     p.add_argument("--resume", action="store_true", help="keep finished episodes in --out and run the rest")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -90,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
     res = evaluate(cfg.policy, cfg.benchmark, cfg.tasks, cfg.trials, cfg.seeds, args.out, workers=cfg.workers,
                    video_episodes=cfg.video_episodes, image_size=cfg.image_size, device=resolve_device(args.device),
                    resume=args.resume, overwrite=args.overwrite, latency=cfg.latency,
-                   init_offset_per_seed=cfg.init_offset_per_seed)
+                   init_offset_per_seed=cfg.init_offset_per_seed, init_states=cfg.init_states)
     o = res["overall"]
     rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
     print(f"{cfg.policy} on {cfg.benchmark}: mean success {rate} ({o['n_success']}/{o['n_trials']}, "

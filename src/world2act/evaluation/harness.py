@@ -87,8 +87,14 @@ def policy_seed_for(seed: int, task_index: int, trial: int) -> int:
 
 
 def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, video_episodes: int = 0,
-                 num_init_states: int = 50, init_offset_per_seed: int = 0) -> list[EpisodeJob]:
+                 num_init_states: int = 50, init_offset_per_seed: int = 0,
+                 init_states: str = "eval") -> list[EpisodeJob]:
     """The ordered job list for a run (ordered by task, seed, trial so workers reuse envs).
+
+    ``init_states="validation"`` draws seeded resets from the *post-training* seed range
+    instead (:func:`validation_reset_seed`, on every benchmark, LIBERO included): the split on
+    which Stage-2 settings are chosen, disjoint from the init states Stage 2 trains on and from
+    every evaluation init state.
 
     Raises:
         World2ActError: ``trials < 1``, no seeds, a negative seed; on Meta-World more than
@@ -102,7 +108,9 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
         raise World2ActError("--seeds: give at least one seed (e.g. 0 or 0,1,2,3,4)")
     if min(int(s) for s in seeds) < 0:
         raise World2ActError(f"--seeds {list(seeds)}: seeds must be non-negative integers")
-    if benchmark == "metaworld":
+    if init_states not in ("eval", "validation"):
+        raise World2ActError(f"--init-states {init_states!r}: must be 'eval' or 'validation'")
+    if benchmark == "metaworld" or init_states == "validation":
         if trials > MW_SEED_STRIDE:
             raise World2ActError(f"Meta-World evaluation supports at most {MW_SEED_STRIDE} trials per seed, got {trials}")
         R = runs_per_task("eval", MW_SEED_STRIDE)
@@ -119,7 +127,9 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
         ti = all_ids.index(task)
         for si, s in enumerate(seeds):
             for i in range(trials):
-                if libero:
+                if init_states == "validation":
+                    init, reset_seed = None, validation_reset_seed(ti, int(s), i)
+                elif libero:
                     init = (i + init_offset_per_seed * si) % num_init_states
                     reset_seed = None
                 else:
@@ -129,6 +139,23 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
     order = sorted((j for j in jobs if j.seed == seeds[0]), key=lambda j: (j.trial, tasks.index(j.task)))
     chosen = {j.key for j in order[:max(0, video_episodes)]}
     return [dataclasses.replace(j, video=j.key in chosen) for j in jobs]
+
+
+VALIDATION_RUN_OFFSET = 100  # validation blocks start 100 blocks (50 000 seeds) into a task's post-train slot
+
+
+def validation_reset_seed(task_index: int, seed: int, trial: int) -> int:
+    """Reset seed of validation trial ``trial`` (< 500) of seed ``seed`` for task ``task_index``.
+
+    ``run_seed_for("posttrain", task_index, 100 + seed, trial, block=500)``: inside the
+    post-training seed range, 50 000 seeds past the first post-training init states
+    (``posttrain_seeds`` uses indices ``0 .. init_states_per_task − 1``), so validation never
+    shares an init state with Stage 2's training rollouts (while ``init_states_per_task`` <
+    50 000) nor with evaluation (a different range).
+    """
+    from world2act.envs import run_seed_for
+
+    return run_seed_for("posttrain", task_index, VALIDATION_RUN_OFFSET + int(seed), int(trial), block=MW_SEED_STRIDE)
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -422,7 +449,8 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
 def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: list[int] | str, out_dir: str | Path, *,
              workers: int = 2, video_episodes: int = 2, image_size: tuple[int, int] | int | None = None,
              device: str = "cpu", resume: bool = False, overwrite: bool = False, latency: bool = True,
-             init_offset_per_seed: int = 0, env_factory: Callable | None = None, progress: bool = True) -> dict:
+             init_offset_per_seed: int = 0, env_factory: Callable | None = None, progress: bool = True,
+             init_states: str = "eval") -> dict:
     """Evaluate a policy under the standard protocol and write the report.
 
     Args:
@@ -438,6 +466,8 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
         resume: keep finished episodes from ``episodes.jsonl`` and run only the rest.
         latency: also time the policy at batch 1 (Table S5 analogue), after the episodes.
         init_offset_per_seed: LIBERO init-state offset per seed position (default 0: official).
+        init_states: ``eval`` (the protocol above) or ``validation`` (seeded resets from the
+            post-training range, for choosing Stage-2 settings; :func:`episode_jobs`).
         env_factory: (tests) picklable ``(benchmark, task, camera_size, cameras) -> env``.
 
     Returns:
@@ -472,8 +502,8 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
         image_size = (image_size, image_size)
     policy = _check_policy(policy_spec, benchmark, task_ids, device)
     jobs = episode_jobs(benchmark, task_ids, int(trials), seeds, video_episodes=video_episodes,
-                        init_offset_per_seed=init_offset_per_seed)
-    if benchmark != "metaworld" and trials > 50:
+                        init_offset_per_seed=init_offset_per_seed, init_states=init_states)
+    if benchmark != "metaworld" and trials > 50 and init_states == "eval":
         log.warning("--trials %d > 50 official init states: init states repeat (trial i uses state i %% 50)", trials)
 
     out = Path(out_dir)
@@ -481,6 +511,8 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
               "benchmark": benchmark, "tasks": task_ids, "trials": int(trials), "seeds": seeds,
               "image_size": list(image_size or policy.image_size), "init_offset_per_seed": init_offset_per_seed,
               "video_episodes": video_episodes}
+    if init_states != "eval":  # recorded only when used, so earlier runs' --resume hashes still match
+        config["init_states"] = init_states
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
     cfg_path = out / "eval_config.json"
     if resume and cfg_path.is_file():
@@ -580,7 +612,10 @@ def build_result(records: list[dict], *, benchmark: str, tasks: list, seeds: lis
         "complete": complete,
         "protocol": {
             "trials": trials, "seeds": seeds, "tasks": tasks, "step_budget": step_budget,
-            "init_states": ("LIBERO official init states: trial i of seed s uses init state "
+            "init_states": ("VALIDATION split: seeded resets validation_reset_seed(task_index, s, i) from the "
+                            "post-training seed range (for choosing settings; not an evaluation result)")
+            if config.get("init_states") == "validation" else
+            ("LIBERO official init states: trial i of seed s uses init state "
                             f"(i + {config['init_offset_per_seed']}*position(s)) % 50")
             if benchmark != "metaworld" else
             f"Meta-World seeded resets: run_seed_for('eval', task_index, s, i, block={MW_SEED_STRIDE}) (evaluation "

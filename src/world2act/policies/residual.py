@@ -65,15 +65,16 @@ class ResidualPolicy(Policy):
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, base: Policy, bundle, *, camera: str = "agentview", seed: int = 0,
-               align_dir: str | Path | None = None, gate_init: float = 0.0, max_delta: float = 0.0) -> "ResidualPolicy":
+               align_dir: str | Path | None = None, gate_init: float = 0.0, max_delta: float = 0.0,
+               head: str = "decoder") -> "ResidualPolicy":
         """A fresh residual on top of ``base``: g_a copied from Stage 1, output gate at
         ``gate_init`` (0: the policy starts as the base exactly), trust region ``max_delta``
-        (normalised action units, 0 = unbounded; :class:`ResidualNetConfig`)."""
+        (normalised action units, 0 = unbounded) and output ``head`` (:class:`ResidualNetConfig`)."""
         torch.manual_seed(seed)
         ac = bundle.config
         cfg = ResidualNetConfig(state_dim=int(base.state_dim), action_dim=int(ac.action_dim), chunk_size=int(ac.chunk_size),
                                 latent_dim=int(ac.latent_dim), image_size=tuple(base.image_size), camera=camera,
-                                gate_init=float(gate_init), max_delta=float(max_delta))
+                                gate_init=float(gate_init), max_delta=float(max_delta), head=head)
         net = ResidualNet(cfg, bundle.f_a, copy.deepcopy(bundle.g_a))
         return cls(base, bundle, net, align_dir or getattr(bundle, "path", ""))
 

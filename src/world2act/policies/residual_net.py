@@ -17,6 +17,19 @@ Architecture (Table S6), D = latent dim of Stage 1:
 Our addition (documented in docs/posttrain.md): a per-action-dimension output gate ``gate``
 initialised to zero, so that before any update ``a + Δa == a`` exactly and post-training can
 only move the policy away from the base as far as the Stage-2 objective asks (ReZero-style).
+
+How the pooled tokens become Δa is :attr:`ResidualNetConfig.head`:
+
+* ``decoder`` (the paper's Table S6): Δa = gate ⊙ g_a(MLP(h)). At ``gate = 0`` the network
+  gets no gradient until the gate grows, and what the gate first scales up is g_a's decoding
+  of an untrained latent: a full-size action chunk unrelated to the state (measured in
+  docs/results.md: the DAgger oracle's corrections were mostly this noise).
+* ``latent`` (ours): the correction lives in Stage 1's latent space. With z = f_a(base chunk),
+  Δa = g_a(z + δz) − g_a(z), δz = MLP(h) whose last layer starts at zero, so Δa = 0 exactly
+  at the start *and* every weight gets a gradient from the first update; a small δz moves the
+  chunk along directions g_a can express.
+* ``linear`` (ours): Δa = W·MLP(h) reshaped to ``[K, A]``, W zero-initialised: a plain
+  action-space residual head (the control for ``latent``).
 """
 from __future__ import annotations
 
@@ -45,6 +58,11 @@ class ResidualNetConfig:
         max_delta: trust region, normalised action units: the output is
             ``max_delta · tanh(Δa / max_delta)`` so no action moves further than this from the
             base (0 = unbounded, the paper's residual).
+        head: how the pooled tokens become Δa: ``decoder`` (the paper: gate ⊙ g_a(·)),
+            ``latent`` (g_a(z + δz) − g_a(z), ours) or ``linear`` (zero-initialised linear map
+            to the chunk); see the module docstring. The gate multiplies every head's output;
+            with ``latent`` and ``linear`` it starts at 1 whatever ``gate_init`` says, because
+            the zero-initialised last layer already makes Δa = 0.
     """
 
     state_dim: int
@@ -58,8 +76,11 @@ class ResidualNetConfig:
     mlp_hidden: int = 128
     gate_init: float = 0.0
     max_delta: float = 0.0
+    head: str = "decoder"
 
     def __post_init__(self) -> None:
+        if self.head not in ("decoder", "latent", "linear"):
+            raise World2ActError(f"ResidualNetConfig.head must be decoder, latent or linear, got {self.head!r}")
         for name in ("state_dim", "action_dim", "chunk_size", "latent_dim", "num_layers", "num_heads", "mlp_hidden"):
             if int(getattr(self, name)) <= 0:
                 raise World2ActError(f"ResidualNetConfig.{name} must be positive, got {getattr(self, name)}")
@@ -103,7 +124,14 @@ class ResidualNet(nn.Module):
         self.token_type = nn.Parameter(torch.zeros(3, D))
         self.mlp = nn.Sequential(nn.Linear(3 * D, c.mlp_hidden), nn.GELU(), nn.Linear(c.mlp_hidden, D))
         self.action_decoder = action_decoder
-        self.gate = nn.Parameter(torch.full((c.action_dim,), float(c.gate_init)))
+        if c.head == "linear":
+            self.to_chunk = nn.Linear(D, c.chunk_size * c.action_dim)
+        if c.head in ("latent", "linear"):  # Δa = 0 at the start through the last layer, not the gate
+            last = self.to_chunk if c.head == "linear" else self.mlp[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        gate = 1.0 if c.head in ("latent", "linear") else float(c.gate_init)
+        self.gate = nn.Parameter(torch.full((c.action_dim,), gate))
 
     def forward(self, image: torch.Tensor, state: torch.Tensor, base_chunk: torch.Tensor) -> torch.Tensor:
         """Predict the correction.
@@ -127,7 +155,13 @@ class ResidualNet(nn.Module):
             self.action_adapter(base_chunk),
         ], dim=1) + self.token_type  # [B, 3, D]
         h = self.attention(tokens).flatten(1)  # [B, 3D]
-        delta = self.action_decoder(self.mlp(h))  # [B, K, A]
+        if self.config.head == "latent":
+            z = tokens[:, 2] - self.token_type[2]  # f_a(base chunk), [B, D]
+            delta = self.action_decoder(z + self.mlp(h)) - self.action_decoder(z)  # [B, K, A]
+        elif self.config.head == "linear":
+            delta = self.to_chunk(self.mlp(h)).reshape(B, K, A)
+        else:
+            delta = self.action_decoder(self.mlp(h))  # [B, K, A]
         delta = delta * self.gate
         if self.config.max_delta > 0:
             m = float(self.config.max_delta)
