@@ -120,6 +120,28 @@ def _read_embed_table(path: Path) -> dict | None:
     return {str(p): emb[i] for i, p in enumerate(prompts)}
 
 
+def motion_weights(x0: torch.Tensor, w: float) -> torch.Tensor:
+    """Per-position loss weights ``[B, 1, T'-1, H', W']`` toward what moves in a clip.
+
+    ``m[j] = mean_c |x0[:, :, j] - x0[:, :, j-1]|`` (latent frames ``j >= 1``, the ones the loss
+    scores), normalised by its mean over the clip; the weight is ``1 + w * m``, renormalised to
+    mean 1 per clip so that the loss scale (and the learning rate's meaning) does not change with
+    ``w``. Static background positions get ``1 / (1 + w)``, a position with ``k`` times the
+    clip's mean change ``(1 + w k) / (1 + w)``. No gradient flows through the weights.
+
+    Args:
+        x0: clean normalised latents ``[B, C, T', H', W']``.
+        w: the motion weight (``>= 0``; 0 gives all ones).
+    """
+    if w < 0:
+        raise World2ActError(f"motion_weight must be >= 0, got {w}")
+    x0 = x0.detach()
+    m = (x0[:, :, 1:] - x0[:, :, :-1]).abs().mean(dim=1, keepdim=True)
+    m = m / m.mean(dim=(2, 3, 4), keepdim=True).clamp(min=1e-8)
+    wt = 1.0 + w * m
+    return wt / wt.mean(dim=(2, 3, 4), keepdim=True)
+
+
 class _NearestResize:
     """The one torchvision call ``CosmosTransformer3DModel`` makes with ``concat_padding_mask=True``
     (``transforms.functional.resize(mask, size, interpolation=NEAREST)``), done with
@@ -422,13 +444,18 @@ class WorldModel(nn.Module):
 
     def flow_matching_loss(self, x0: torch.Tensor, embeds: torch.Tensor, t: torch.Tensor | None = None,
                            noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                           p_mean: float = 0.0, p_std: float = 1.6, reduce: bool = True) -> torch.Tensor:
+                           p_mean: float = 0.0, p_std: float = 1.6, reduce: bool = True,
+                           motion_weight: float = 0.0) -> torch.Tensor:
         """Rectified-flow loss matching the pipeline's sampler (appendix A training).
 
         Args:
             x0: clean normalised latents ``[B, C, T', H', W']`` (frame 0 = conditioning frame).
             embeds: ``[B, L, D]`` text embeddings (zeros = unconditional).
             t: ``[B]`` flow time; default ``sigmoid(N(p_mean, p_std))`` (= log-normal EDM sigma).
+            motion_weight: ``w >= 0``; each latent position's squared error is weighted by
+                :func:`motion_weights` (``1 + w`` times the normalised temporal change of ``x0``,
+                renormalised to mean 1 per clip), so moving pixels (the arm) count more than the
+                static background. 0 = the plain unweighted loss.
         Returns:
             mean squared velocity error over latent frames ``>= 1`` (scalar, or ``[B]`` if not reduce).
         """
@@ -441,7 +468,10 @@ class WorldModel(nn.Module):
         z = (1 - tt) * x0 + tt * noise
         z = torch.cat([x0[:, :, :1], z[:, :, 1:]], dim=2)
         v = self.velocity(z, t, embeds)
-        err = (v[:, :, 1:] - (noise - x0)[:, :, 1:]).pow(2).mean(dim=(1, 2, 3, 4))
+        sq = (v[:, :, 1:] - (noise - x0)[:, :, 1:]).pow(2)
+        if motion_weight:
+            sq = sq * motion_weights(x0, motion_weight)
+        err = sq.mean(dim=(1, 2, 3, 4))
         return err.mean() if reduce else err
 
     @torch.no_grad()

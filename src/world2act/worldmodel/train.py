@@ -71,6 +71,7 @@ class TrainWMConfig:
     grad_clip: float = 1.0
     p_mean: float = 0.0
     p_std: float = 1.6
+    motion_weight: float = 0.0      # weight the loss toward moving latents: 1 + w * normalised temporal change (0 = off)
     prompt_dropout: float = 0.1
     ckpt_every: int = 250
     log_every: int = 25
@@ -431,7 +432,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         emb = emb_table[pidx[b]].clone()
         drop = torch.rand(len(b), generator=g) < cfg.prompt_dropout
         emb[drop] = 0.0
-        loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std)
+        loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std,
+                                        motion_weight=cfg.motion_weight)
         if not torch.isfinite(loss):
             stopped = f"non-finite loss ({loss.item()}) at step {step}"
             break
