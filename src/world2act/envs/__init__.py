@@ -20,9 +20,12 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 from world2act import World2ActError  # noqa: E402
 from world2act.envs.base import ManipulationEnv, TaskInfo  # noqa: E402
+from world2act.envs.libero_robustness import ROBUSTNESS_SUITES  # noqa: E402
 
-BENCHMARKS: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "metaworld")
-"""Benchmark names accepted by every command (``--benchmark``)."""
+BENCHMARKS: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "metaworld",
+                               *ROBUSTNESS_SUITES)
+"""Benchmark names accepted by every command (``--benchmark``); the last ones are the
+LIBERO-Object robustness suites (:mod:`world2act.envs.libero_robustness`)."""
 
 LIBERO_CAMERAS: tuple[str, ...] = ("agentview", "wrist")
 METAWORLD_CAMERAS: tuple[str, ...] = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")

@@ -22,6 +22,8 @@ LIBERO suite. Design choices (measured on the project's 2-core CPU machines):
   flattened MuJoCo state (e.g. an official init state), which leaves fixtures as they are.
 * :meth:`LiberoEnv.render_segmentation` gives the robot pixels (``robot0_*`` and ``gripper0_*``
   bodies) of the same cameras from MuJoCo's segmentation pass.
+* The LIBERO-Object robustness suites (:mod:`world2act.envs.libero_robustness`) are served
+  like their base suite; their instructions and task order come from :func:`libero_tasks`.
 * Rendered images are flipped upright with ``[::-1, ::-1]`` (MuJoCo's OpenGL convention gives
   them upside down and mirrored, the LIBERO convention flips both axes).
 
@@ -40,11 +42,13 @@ import numpy as np
 
 from world2act import World2ActError
 from world2act.envs.base import ManipulationEnv, TaskInfo
+from world2act.envs.libero_robustness import ROBUSTNESS_SUITES
 
-LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", *ROBUSTNESS_SUITES)
 """The LIBERO suites this wrapper serves."""
 
 STEP_BUDGETS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+STEP_BUDGETS.update({name: STEP_BUDGETS[base] for name, (base, _) in ROBUSTNESS_SUITES.items()})
 """Control steps allowed per episode after the settle steps (common LIBERO evaluation budgets)."""
 
 CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
@@ -92,8 +96,58 @@ def _suite(suite: str) -> Any:
         return benchmark.get_benchmark_dict()[suite]()
 
 
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().split())
+
+
+def _bddl_language(task: Any) -> str | None:
+    """The ``(:language ...)`` line of a task's BDDL file (None when absent)."""
+    import re
+
+    _, get_libero_path = _import_libero()
+    path = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        m = re.search(r"\(:language\s+([^)]*)\)", f.read())
+    return m.group(1).strip() if m else None
+
+
+@lru_cache(maxsize=None)
+def _task_entries(suite: str) -> tuple[tuple[int, Any, str], ...]:
+    """``(package task index, LIBERO Task, instruction)`` per world2act task id.
+
+    Standard suites: the package's order and ``task.language``. Robustness suites
+    (:data:`ROBUSTNESS_SUITES`): a task whose BDDL language names a base-suite task (case and
+    spacing ignored; the base's BDDL text or its instruction) gets that base task's instruction,
+    else the BDDL's own text (``libero_object_lan``'s paraphrases). Suites that rename the base's
+    tasks (the distractor scenes, listed alphabetically by the package) are put in the base's
+    order; the others keep the package's order.
+    """
+    tasks = list(_suite(suite).tasks)
+    if suite not in ROBUSTNESS_SUITES:
+        return tuple((i, t, t.language) for i, t in enumerate(tasks))
+    base = list(_suite(ROBUSTNESS_SUITES[suite][0]).tasks)
+    lookup: dict[str, int] = {}
+    for j, bt in enumerate(base):
+        for text in (_bddl_language(bt), bt.language):
+            if text:
+                lookup.setdefault(_norm(text), j)
+    entries, matched = [], []
+    for i, t in enumerate(tasks):
+        text = _bddl_language(t) or t.language
+        j = lookup.get(_norm(text))
+        entries.append((i, t, base[j].language if j is not None else text))
+        matched.append(j)
+    renamed = {t.name for t in tasks} != {bt.name for bt in base}
+    if renamed and sorted(m for m in matched if m is not None) == list(range(len(tasks))):
+        entries = [e for _, e in sorted(zip(matched, entries), key=lambda p: p[0])]
+    return tuple(entries)
+
+
 def libero_tasks(suite: str) -> list[TaskInfo]:
-    """The tasks of a LIBERO suite, in the benchmark's official order.
+    """The tasks of a LIBERO suite, in the benchmark's official order (robustness suites: see
+    :func:`_task_entries` for their instructions and order).
 
     Args:
         suite: one of :data:`LIBERO_SUITES`.
@@ -105,8 +159,7 @@ def libero_tasks(suite: str) -> list[TaskInfo]:
     Raises:
         World2ActError: an unknown suite (the message lists valid ones).
     """
-    s = _suite(suite)
-    return [TaskInfo(suite, i, t.name, t.language) for i, t in enumerate(s.tasks)]
+    return [TaskInfo(suite, i, t.name, instruction) for i, (_, t, instruction) in enumerate(_task_entries(suite))]
 
 
 def libero_init_states(suite: str, task_id: int) -> np.ndarray:
@@ -114,7 +167,7 @@ def libero_init_states(suite: str, task_id: int) -> np.ndarray:
     s = _suite(suite)
     _check_task(suite, task_id)
     with _quiet():
-        return np.asarray(s.get_task_init_states(task_id), dtype=np.float64)
+        return np.asarray(s.get_task_init_states(_task_entries(suite)[int(task_id)][0]), dtype=np.float64)
 
 
 def _check_task(suite: str, task_id: int) -> None:
@@ -156,11 +209,11 @@ class LiberoEnv(ManipulationEnv):
         _check_task(suite, task_id)
         self._check_cameras(cameras)
         benchmark_mod, get_libero_path = _import_libero()
-        task = _suite(suite).get_task(int(task_id))
+        _, task, instruction = _task_entries(suite)[int(task_id)]
         self.benchmark = suite
         self.task_id = int(task_id)
         self.task_name = task.name
-        self.instruction = task.language
+        self.instruction = instruction
         self.cameras = ("agentview", "wrist")
         self.render_cameras = tuple(cameras)
         self.camera_size = (int(camera_size[0]), int(camera_size[1]))

@@ -34,10 +34,11 @@ def supported_tasks(benchmark: str) -> list:
 
 
 def _libero_supported(benchmark: str) -> list:
+    from world2act.envs.libero_robustness import base_suite
     from world2act.experts.libero_expert import supported_libero_tasks
 
-    table = supported_libero_tasks()  # suite -> task ids
-    return list(table.get(benchmark, [])) if isinstance(table, dict) else list(table)
+    table = supported_libero_tasks()  # suite -> task ids; a robustness suite uses its base suite's
+    return list(table.get(base_suite(benchmark), [])) if isinstance(table, dict) else list(table)
 
 
 def make_expert(env, seed: int = 0) -> Expert:
