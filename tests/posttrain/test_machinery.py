@@ -190,21 +190,39 @@ def test_decoded_contrast_pulls_chunks_to_the_decoded_target():
 
 @pytest.mark.sim
 def test_expert_chunk_relabels_without_moving_the_scene():
+    """A look-ahead query leaves no trace: the same actions give the same observations with and
+    without queries in between (the mocap target and Meta-World's previous-frame observation
+    included, which get_sim_state does not hold), and the returned chunk, executed open loop,
+    is what the expert does closed loop from there."""
     from world2act.envs import make_env
 
     env = make_env("metaworld", "pick-place-v3", camera_size=(32, 32), cameras=("corner2",))
+    ref = make_env("metaworld", "pick-place-v3", camera_size=(32, 32), cameras=("corner2",))
     try:
-        env.reset(seed=5)
-        for _ in range(10):
-            env.step(np.array([0.5, 0.0, -0.2, -1.0], np.float32))
+        for e in (env, ref):
+            e.reset(seed=5)
+        push = np.array([0.5, 0.0, -0.2, -1.0], np.float32)
+        for i in range(10):
+            if i % 3 == 0:
+                env.expert_chunk(16)
+            env.step(push)
+            ref.step(push)
+        np.testing.assert_allclose(env.privileged()["obs"], ref.privileged()["obs"], atol=1e-9)
         before = env.get_sim_state()
         chunk = env.expert_chunk(16)
         np.testing.assert_array_equal(before, env.get_sim_state())
         assert chunk.shape == (16, 4) and chunk.dtype == np.float32 and np.abs(chunk).max() <= 1.0
-        again = env.expert_chunk(16)  # the first action is a pure function of the restored state
-        np.testing.assert_allclose(chunk[0], again[0], atol=1e-6)
+        np.testing.assert_array_equal(chunk, env.expert_chunk(16))  # a pure function of the restored state
+        from world2act.experts import make_expert
+
+        expert = make_expert(ref)
+        for a in chunk:  # open loop in env, closed loop in ref: the same trajectory
+            env.step(a)
+            ref.step(expert.act())
+        np.testing.assert_allclose(env.privileged()["obs"], ref.privileged()["obs"], atol=1e-9)
     finally:
         env.close()
+        ref.close()
     assert PostTrainConfig(contrast="expert", expert_relabel=True).expert_relabel
     with pytest.raises(World2ActError, match="expert"):
         PostTrainConfig(contrast="expert")

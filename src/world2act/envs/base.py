@@ -111,6 +111,17 @@ class ManipulationEnv(abc.ABC):
     def set_sim_state(self, state: np.ndarray) -> None:
         """Restore a state from :meth:`get_sim_state` (used to re-render stored episodes)."""
 
+    def snapshot(self) -> Any:
+        """Everything the next steps depend on, for :meth:`restore` (look-ahead queries such as
+        :meth:`expert_chunk`). Default: :meth:`get_sim_state`; wrappers whose simulator keeps
+        state outside it (Meta-World: mocap targets, previous-frame observation, step counter)
+        override both."""
+        return self.get_sim_state()
+
+    def restore(self, snap: Any) -> None:
+        """Return to a :meth:`snapshot` exactly: the next step behaves as if nothing happened since."""
+        self.set_sim_state(snap)
+
     @abc.abstractmethod
     def privileged(self) -> dict[str, Any]:
         """Privileged simulator information for scripted experts (object poses, sites...)."""
@@ -120,10 +131,9 @@ class ManipulationEnv(abc.ABC):
         as it was (DAgger-style relabelling for Stage-2 oracles).
 
         The expert is built fresh at the current state, run ``k`` steps, and the simulator is
-        restored with :meth:`set_sim_state` (the physics exactly; state outside it, such as
-        Meta-World's previous-frame observation, is not rewound, so a second query from the same
-        state can differ after its first action). LIBERO's phase-based expert re-plans from the
-        current state.
+        put back with :meth:`restore` (physics, controls and mocap targets, and the wrapper's own
+        state), so executing the returned chunk open loop reproduces the expert's look-ahead.
+        LIBERO's phase-based expert re-plans from the current state.
 
         Returns:
             ``[k, A]`` float32 actions in [-1, 1].
@@ -133,7 +143,7 @@ class ManipulationEnv(abc.ABC):
         """
         from world2act.experts import make_expert
 
-        saved = self.get_sim_state()
+        saved = self.snapshot()
         expert = make_expert(self)
         expert.reset()
         actions = []
@@ -143,7 +153,7 @@ class ManipulationEnv(abc.ABC):
                 actions.append(a)
                 self.step(a)
         finally:
-            self.set_sim_state(saved)
+            self.restore(saved)
         return np.stack(actions)
 
     def observe(self, cameras: tuple[str, ...] | list[str] = (), size: tuple[int, int] = (64, 64)) -> dict[str, Any]:

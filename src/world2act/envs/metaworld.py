@@ -299,6 +299,36 @@ class MetaWorldEnv(ManipulationEnv):
         mj.mj_forward(env.model, env.data)
         self._success = self._eval_success(np.zeros(4))
 
+    def snapshot(self) -> dict[str, Any]:
+        """Physics with controls and mocap targets (``mjSTATE_INTEGRATION``: the hand follows its
+        mocap target, which :meth:`get_sim_state`'s ``mjSTATE_FULLPHYSICS`` leaves out) plus the
+        Python-side state Meta-World steps from: previous-frame observation, step counter, last
+        stable observation, and this wrapper's observation and success flag."""
+        self._need_reset()
+        mj, env = self._mj, self._env
+        spec = mj.mjtState.mjSTATE_INTEGRATION
+        phys = np.empty(mj.mj_stateSize(env.model, spec), dtype=np.float64)
+        mj.mj_getState(env.model, env.data, phys, spec)
+        copy = lambda x: None if x is None else np.array(x, copy=True)  # noqa: E731
+        return {"phys": phys, "layout": copy(env._last_rand_vec), "prev_obs": copy(getattr(env, "_prev_obs", None)),
+                "last_stable_obs": copy(getattr(env, "_last_stable_obs", None)),
+                "curr_path_length": int(env.curr_path_length), "sim_exception": bool(getattr(env, "_did_see_sim_exception", False)),
+                "obs": self._obs.copy(), "success": bool(self._success)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` taken in the same episode (same layout)."""
+        mj, env = self._mj, self._env
+        if snap["layout"] is not None and not np.array_equal(np.asarray(env._last_rand_vec), snap["layout"]):
+            raise ValueError(f"{self.task_name}: snapshot from another layout; restore only within its episode")
+        mj.mj_setState(env.model, env.data, np.array(snap["phys"], copy=True), mj.mjtState.mjSTATE_INTEGRATION)
+        mj.mj_forward(env.model, env.data)
+        env._prev_obs = None if snap["prev_obs"] is None else snap["prev_obs"].copy()
+        env._last_stable_obs = None if snap["last_stable_obs"] is None else snap["last_stable_obs"].copy()
+        env.curr_path_length = snap["curr_path_length"]
+        env._did_see_sim_exception = snap["sim_exception"]
+        self._obs = snap["obs"].copy()
+        self._success = snap["success"]
+
     def privileged(self) -> dict[str, Any]:
         """``obs``: Meta-World's 39-D observation (hand 3, gap 1, objects 14, previous 18, goal 3);
         ``goal``: goal position ``[3]``; ``layout``: the seeded layout vector."""
