@@ -11,6 +11,7 @@ latent frame, s = frame stride), because the residual embeds the base chunk with
 """
 from __future__ import annotations
 
+from world2act.envs.registry import benchmark_spec
 from world2act.pipeline import Stage
 
 
@@ -80,7 +81,7 @@ def metaworld() -> tuple[list[Stage], dict]:
     stages = _stages(
         benchmark="metaworld", tasks=METAWORLD_TASKS, episodes=20,
         wm_args=["--model", "small", "--vae-steps", "700", "--steps", "750", "vae_max_minutes=20", "max_minutes=12",
-                 "short_clips=pad", "model_overrides={cameras: [corner2, gripperPOV], fps: 20.0}"],
+                 "short_clips=pad", f"model_overrides={{cameras: [{', '.join(benchmark_spec('metaworld').default_cameras)}], fps: 20.0}}"],
         base_args=["--chunk-size", "16", "--steps", "4000", "--max-minutes", "40"],
         align_args=["--steps", "2000"],
         post_args=["--iterations", "40", "--num-envs", "8", "--init-states", "16", *METAWORLD_POST],

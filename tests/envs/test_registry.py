@@ -1,6 +1,8 @@
 """Registry: input errors are one-line World2ActErrors raised before any simulator starts."""
 import types
 
+import numpy as np
+
 import pytest
 
 from world2act import World2ActError
@@ -137,3 +139,138 @@ def test_make_expert_unsupported_task():
     fake = types.SimpleNamespace(benchmark="libero_10", task_id=7, task_name="x")
     with pytest.raises(World2ActError, match="supported"):
         make_expert(fake)
+
+
+# ----------------------------------------------------------------------------- benchmark registry
+from world2act.envs import registry as R  # noqa: E402
+
+
+def test_every_benchmark_has_a_complete_spec():
+    import dataclasses
+
+    assert tuple(R.SPECS) == E.BENCHMARKS
+    for name in E.BENCHMARKS:
+        s = R.benchmark_spec(name)
+        assert s.name == name and s.family in ("libero", "metaworld")
+        for f in dataclasses.fields(s):
+            v = getattr(s, f.name)
+            assert v is not None and (v != () or f.name == "settle_action" and s.settle_steps == 0), (name, f.name)
+        assert s.action_dim == len(s.action_names) and s.state_dim == len(s.state_names)
+        assert len(set(s.action_names)) == s.action_dim
+        assert s.default_cameras == s.camera_names[:2] and s.default_camera == s.default_cameras[0]
+        assert {c.role for c in s.cameras if c.name in s.default_cameras} == {"third_person", "wrist"}
+        assert all(c.flip in (R.FLIP_NONE, R.FLIP_BOTH) for c in s.cameras)
+        assert s.step_budget > 0 and s.fps > 0 and s.num_tasks == len(E.list_tasks(name))
+        assert len(s.settle_action) == (s.action_dim if s.settle_steps else 0)
+        assert (s.init_states == "official") == (s.num_init_states > 0) and s.init_states in ("official", "seeded")
+        assert s.action_names[s.gripper_action_dim] == "gripper" and s.gripper_action_close_sign in (1, -1)
+        assert all(0 <= d < s.state_dim for d in s.gripper_state_dims) and s.gripper_state_closed in ("low", "high")
+        assert 0 < s.gripper_tau < 1 and s.gripper_open_width > 0
+        # the other modules' views agree with the registry
+        assert E.step_budget(name) == s.step_budget and E.default_cameras(name) == s.default_cameras
+        assert E.available_cameras(name) == s.camera_names
+        from world2act.policies.base import benchmark_info
+
+        assert benchmark_info(name) == {"benchmark": name, "action_dim": s.action_dim, "state_dim": s.state_dim,
+                                        "cameras": s.default_cameras}
+
+
+def test_registry_facts_match_the_old_hard_coded_values():
+    lib = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+    for name, budget in lib.items():
+        s = R.benchmark_spec(name)
+        assert (s.step_budget, s.action_dim, s.state_dim, s.settle_steps, s.num_init_states, s.fps) == (budget, 7, 8, 10, 50, 20.0)
+        assert s.default_cameras == ("agentview", "wrist") and s.robot == "panda"
+        assert s.settle_action == (0, 0, 0, 0, 0, 0, -1) and s.gripper_action_dim == 6
+    mw = R.benchmark_spec("metaworld")
+    assert (mw.step_budget, mw.action_dim, mw.state_dim, mw.settle_steps, mw.num_init_states, mw.fps) == (500, 4, 4, 0, 0, 80.0)
+    assert mw.default_cameras == ("corner2", "gripperPOV") and mw.robot == "sawyer" and mw.gripper_action_dim == 3
+    from world2act.skills.contacts import BENCHMARK_DEFAULTS
+
+    assert BENCHMARK_DEFAULTS == {"libero": {"w_open": 0.080, "tau": 0.10}, "metaworld": {"w_open": 1.0, "tau": 0.30}}
+
+
+def test_scripted_expert_flag_matches_the_experts():
+    from world2act.experts import supported_tasks
+
+    for name in E.BENCHMARKS:
+        if name != "metaworld":
+            assert R.benchmark_spec(name).scripted_expert == bool(supported_tasks(name)), name
+    assert R.benchmark_spec("metaworld").scripted_expert
+
+
+def test_unknown_benchmark_spec_errors():
+    for bad in ("robocasa", "LIBERO_OBJECT", "", None, "libero"):
+        with pytest.raises(World2ActError) as e:
+            R.benchmark_spec(bad)
+        assert "\n" not in str(e.value) and "metaworld" in str(e.value)
+    with pytest.raises(World2ActError, match="gripperPOV"):
+        R.benchmark_spec("metaworld").camera("gripper")
+    assert R.family_spec("libero").action_dim == 7 and R.family_of("libero_object") == "libero"
+    assert R.family_of("robocasa") is None and R.family_of("meta-world") == "metaworld"
+    with pytest.raises(World2ActError):
+        R.family_spec("robocasa")
+
+
+def test_metaworld_spec_agrees_with_the_simulator():
+    import mujoco
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    from world2act.envs.metaworld import MetaWorldEnv
+
+    s = R.benchmark_spec("metaworld")
+    raw = ALL_V3_ENVIRONMENTS["pick-place-v3"]()
+    m = raw.model
+    sim_cams = {mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(m.ncam)}
+    assert {c.sim_name for c in s.cameras} == sim_cams  # the wrist camera is "gripperPOV", not "gripper"
+    assert raw.action_space.shape == (s.action_dim,) and float(raw.metadata["render_fps"]) == s.fps
+    env = MetaWorldEnv("pick-place-v3", camera_size=(16, 16))
+    try:
+        assert (env.action_dim, env.state_dim, env.max_steps, env.settle_steps, env.num_init_states) == (
+            s.action_dim, s.state_dim, s.step_budget, s.settle_steps, s.num_init_states)
+        assert env.cameras == s.default_cameras and env.control_hz == s.fps
+        env.reset(seed=0)
+        assert env.proprio().shape == (s.state_dim,)
+        g = s.gripper_state_dims[0]
+        open_w = float(env.proprio()[g])
+        close = np.zeros(s.action_dim, np.float32)
+        close[s.gripper_action_dim] = s.gripper_action_close_sign
+        for _ in range(15):
+            env.step(close)
+        closed_w = float(env.proprio()[g])
+        assert closed_w < open_w if s.gripper_state_closed == "low" else closed_w > open_w
+        # corner2 is rendered upside down by MuJoCo: the env flips it (FLIP_BOTH), gripperPOV not
+        flips = {c.name: c.flip for c in s.cameras}
+        from world2act.envs.metaworld import _UPSIDE_DOWN
+
+        assert _UPSIDE_DOWN == {n for n, f in flips.items() if f == R.FLIP_BOTH}
+        assert {c.name: c.role for c in s.cameras}["gripperPOV"] == "wrist"
+    finally:
+        env.close()
+
+
+def test_libero_object_spec_agrees_with_the_simulator():
+    pytest.importorskip("libero")
+    from world2act.envs.libero import LiberoEnv
+
+    s = R.benchmark_spec("libero_object")
+    env = LiberoEnv("libero_object", 0, camera_size=(16, 16))
+    try:
+        sim_cams = {env.sim.model.camera_id2name(i) for i in range(env.sim.model.ncam)}
+        assert {c.sim_name for c in s.cameras} <= sim_cams
+        assert env.env.env.action_dim == s.action_dim and float(env.env.env.control_freq) == s.fps
+        assert (env.action_dim, env.state_dim, env.max_steps, env.settle_steps) == (
+            s.action_dim, s.state_dim, s.step_budget, s.settle_steps)
+        assert env.cameras == s.camera_names and len(env.init_states) == s.num_init_states
+        env.reset(init_state_index=0)
+        assert env.proprio().shape == (s.state_dim,)
+        open_w = env.gripper_width()
+        close = np.zeros(s.action_dim)
+        close[s.gripper_action_dim] = s.gripper_action_close_sign
+        for _ in range(10):
+            env.step(close)
+        assert env.gripper_width() < open_w  # "low" = closed
+        q = env.proprio()[list(s.gripper_state_dims)]
+        assert abs(float(q[0] - q[1]) - env.gripper_width()) < 1e-5  # width = left - right finger
+    finally:
+        env.close()

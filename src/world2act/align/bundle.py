@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from world2act import World2ActError
 from world2act.align.modules import ActionAdapter, ActionDecoder, ActionNormalizer, VideoAdapter
+from world2act.envs.registry import benchmark_spec
 from world2act.utils.io import atomic_path, read_json, write_json
 
 CONFIG = "config.json"
@@ -44,7 +45,7 @@ class AdapterConfig:
     latent_size: tuple[int, int] = (8, 8)
     frame_stride: int = 4
     num_frames: int = 17
-    cameras: tuple[str, ...] = ("agentview", "wrist")
+    cameras: tuple[str, ...] = benchmark_spec("libero_object").default_cameras  # ("agentview", "wrist")
     layout: str = ""
     wm: str = ""
     latent_source: str = "denoised"

@@ -19,6 +19,7 @@ prompt (``wm.generate_clip``); the actions are the ground-truth clip's in both c
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -136,6 +137,10 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
     Results are cached in ``cache_dir/latents.safetensors`` keyed on the inputs and latent
     settings; partial work is kept in ``cache_dir/parts/`` so an interrupted run resumes.
 
+    Phases: :func:`_open_cache_inputs` (dataset, world model, adapter config), the cache-key
+    check, :func:`_enumerate_windows` (metadata only), :func:`_compute_parts` (latents in
+    resumable parts) and :func:`_assemble_cache` (one :class:`AlignData`, saved).
+
     Returns:
         (:class:`AlignData` with raw actions, :class:`AdapterConfig` filled with the WM facts).
 
@@ -143,14 +148,34 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
         World2ActError: unreadable inputs, a dataset whose cameras or action rows do not fit
             the world model, or no usable clip.
     """
-    from safetensors.torch import load_file, save_file
-    from world2act.utils.progress import progress_bar
+    cache_dir = Path(cache_dir)
+    ds, wm_dir, wm, acfg = _open_cache_inputs(cfg, device)
+    key = _cache_key(cfg, wm_dir, ds)
+    final = cache_dir / "latents.safetensors"
+    if final.is_file():
+        data = AlignData.load(final)
+        if data.info.get("cache_key") == key:
+            log.info("align: using cached latents %s (%d windows)", final, len(data))
+            return data, acfg
+        log.info("align: cache %s is for other inputs; rebuilding", final)
+    win = _enumerate_windows(cfg, ds, wm.config, wm_dir)
+    parts_dir, n_parts = _compute_parts(cfg, cache_dir, key, ds, wm, win.items, progress)
+    return _assemble_cache(cfg, cache_dir, key, win, parts_dir, n_parts, final), acfg
 
+
+def _open_cache_inputs(cfg, device: str):
+    """Open the skill dataset and the world model (eval mode); check the dataset has the world
+    model's cameras; fill the :class:`AdapterConfig` with the world model's facts.
+
+    Returns:
+        ``(dataset, world-model folder, world model, adapter config)``.
+
+    Raises:
+        World2ActError: unreadable inputs or missing cameras.
+    """
     from world2act.data import LeRobotDataset
-    from world2act.utils.io import atomic_path
     from world2act.worldmodel import WorldModel
 
-    cache_dir = Path(cache_dir)
     ds = LeRobotDataset(cfg.skills)
     wm_dir = Path(cfg.wm)
     wm = WorldModel.load(wm_dir, device=device)
@@ -165,16 +190,29 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
                          frame_stride=wc.frame_stride, num_frames=wc.num_frames, cameras=tuple(wc.cameras),
                          layout=wc.layout, wm=str(wm_dir), latent_source=cfg.latent_source, sigma=cfg.sigma,
                          variant=cfg.variant)
-    key = _cache_key(cfg, wm_dir, ds)
-    final = cache_dir / "latents.safetensors"
-    if final.is_file():
-        data = AlignData.load(final)
-        if data.info.get("cache_key") == key:
-            log.info("align: using cached latents %s (%d windows)", final, len(data))
-            return data, acfg
-        log.info("align: cache %s is for other inputs; rebuilding", final)
+    return ds, wm_dir, wm, acfg
 
-    # ---- enumerate windows (metadata only)
+
+@dataclasses.dataclass
+class _Windows:
+    """The windows to encode and the metadata :class:`AlignData` records about them."""
+
+    metas: list
+    episodes: list
+    items: list  # (episode, start, n_valid)
+    skill_names: list
+    demo_of: dict
+    demo_groups: dict
+    wm_heldout: list
+
+
+def _enumerate_windows(cfg, ds, wc, wm_dir: Path) -> _Windows:
+    """Every window of every (sampled, ``--max-clips``) skill clip, from metadata only, plus
+    the source demonstration of each clip and the world model's held-out demonstrations.
+
+    Raises:
+        World2ActError: no clip long enough for one latent frame.
+    """
     metas = [ds.episode_meta(i) for i in range(ds.num_episodes)]
     episodes = list(range(ds.num_episodes))
     if cfg.max_clips and cfg.max_clips < len(episodes):
@@ -196,8 +234,15 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
         from world2act.utils.io import read_json
 
         wm_heldout = [int(x) for x in read_json(clips_json).get("held_out_source_episodes", [])]
+    return _Windows(metas, episodes, items, skill_names, demo_of, demo_groups, wm_heldout)
 
-    # ---- compute latents in parts (resumable)
+
+def _compute_parts(cfg, cache_dir: Path, key: str, ds, wm, items: list, progress: bool) -> tuple[Path, int]:
+    """Encode the windows in parts of ``8 * wm_batch`` into ``cache_dir/parts/`` (parts already
+    there for the same ``key`` are kept, so an interrupted run resumes). Returns
+    ``(parts folder, number of parts)``."""
+    from world2act.utils.progress import progress_bar
+
     parts_dir = cache_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     key_file = cache_dir / "key.txt"
@@ -215,53 +260,75 @@ def build_cache(cfg, cache_dir: str | Path, device: str = "cpu", progress: bool 
         if path.is_file():
             bar.update(len(chunk))
             continue
-        lat_out, act_out, mask_out = [], [], []
-        for bi in range(0, len(chunk), cfg.wm_batch):
-            sub = chunk[bi:bi + cfg.wm_batch]
-            vids, prompts = [], []
-            for (e, w, _nv) in sub:
-                if e not in loaded_ep:
-                    loaded_ep.clear()
-                    ep = ds.load_episode(e, cameras=list(wc.cameras))
-                    views = {c: _resize(ep.images[c], tuple(wc.image_size)) for c in wc.cameras}
-                    loaded_ep[e] = (ep.actions.astype(np.float32), _stitch(views, list(wc.cameras), wc.layout), ep.task)
-                acts, frames, task = loaded_ep[e]
-                v, c, m = window_pair(acts, frames, w, wc.num_frames, wc.frame_stride)
-                vids.append(v)
-                prompts.append(task)
-                act_out.append(torch.from_numpy(c))
-                mask_out.append(torch.from_numpy(m))
-            with torch.no_grad():
-                if cfg.latent_source == "denoised":
-                    z = wm.denoised_latents(np.stack(vids), prompts, cfg.sigma, seed=cfg.seed + pi * per_part + bi)
-                else:
-                    z = torch.stack([wm.generate_clip(v[0], p, num_inference_steps=cfg.generate_steps,
-                                                      seed=cfg.seed + pi * per_part + bi + k)[1]
-                                     for k, (v, p) in enumerate(zip(vids, prompts))])
-            lat_out.append(z[:, 1:].float().cpu())
-            bar.update(len(sub))
-        with atomic_path(path) as tmp:
-            save_file({"latents": torch.cat(lat_out).contiguous(), "actions": torch.stack(act_out).contiguous(),
-                       "mask": torch.stack(mask_out).to(torch.uint8).contiguous()}, str(tmp))
+        _compute_part(cfg, ds, wm, chunk, pi * per_part, loaded_ep, bar, path)
     bar.close()
+    return parts_dir, n_parts
+
+
+def _compute_part(cfg, ds, wm, chunk: list, first: int, loaded_ep: dict, bar, path: Path) -> None:
+    """Encode one part's windows in batches of ``wm_batch`` (latents from the chosen
+    ``latent_source``; seeds offset by the window's position ``first + bi``) and save the
+    latents, action rows and masks to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    from world2act.utils.io import atomic_path
+
+    wc = wm.config
+    lat_out, act_out, mask_out = [], [], []
+    for bi in range(0, len(chunk), cfg.wm_batch):
+        sub = chunk[bi:bi + cfg.wm_batch]
+        vids, prompts = [], []
+        for (e, w, _nv) in sub:
+            if e not in loaded_ep:
+                loaded_ep.clear()
+                ep = ds.load_episode(e, cameras=list(wc.cameras))
+                views = {c: _resize(ep.images[c], tuple(wc.image_size)) for c in wc.cameras}
+                loaded_ep[e] = (ep.actions.astype(np.float32), _stitch(views, list(wc.cameras), wc.layout), ep.task)
+            acts, frames, task = loaded_ep[e]
+            v, c, m = window_pair(acts, frames, w, wc.num_frames, wc.frame_stride)
+            vids.append(v)
+            prompts.append(task)
+            act_out.append(torch.from_numpy(c))
+            mask_out.append(torch.from_numpy(m))
+        with torch.no_grad():
+            if cfg.latent_source == "denoised":
+                z = wm.denoised_latents(np.stack(vids), prompts, cfg.sigma, seed=cfg.seed + first + bi)
+            else:
+                z = torch.stack([wm.generate_clip(v[0], p, num_inference_steps=cfg.generate_steps,
+                                                  seed=cfg.seed + first + bi + k)[1]
+                                 for k, (v, p) in enumerate(zip(vids, prompts))])
+        lat_out.append(z[:, 1:].float().cpu())
+        bar.update(len(sub))
+    with atomic_path(path) as tmp:
+        save_file({"latents": torch.cat(lat_out).contiguous(), "actions": torch.stack(act_out).contiguous(),
+                   "mask": torch.stack(mask_out).to(torch.uint8).contiguous()}, str(tmp))
+
+
+def _assemble_cache(cfg, cache_dir: Path, key: str, win: _Windows, parts_dir: Path, n_parts: int,
+                    final: Path) -> AlignData:
+    """Concatenate the parts into one :class:`AlignData` (with skill, demo and clip ids and the
+    cache info), save it to ``final`` with ``cache_info.json``, delete the parts."""
+    from safetensors.torch import load_file
+
     parts = [load_file(str(parts_dir / f"part-{pi:05d}.safetensors")) for pi in range(n_parts)]
     latents = torch.cat([p["latents"] for p in parts])
     actions = torch.cat([p["actions"] for p in parts])
     mask = torch.cat([p["mask"] for p in parts]).bool()
+    items, metas, demo_of = win.items, win.metas, win.demo_of
     ep_arr = np.array([it[0] for it in items])
     data = AlignData(
         latents, actions, mask,
         skill_ids=np.array([metas[e]["task_index"] for e in ep_arr]),
         demo_ids=np.array([demo_of[e] for e in ep_arr]),
-        clip_ids=ep_arr, skill_names=skill_names,
+        clip_ids=ep_arr, skill_names=win.skill_names,
         info={"cache_key": key, "skills": str(cfg.skills), "wm": str(cfg.wm), "latent_source": cfg.latent_source,
               "sigma": cfg.sigma, "window_starts": [it[1] for it in items],
-              "demo_groups": {str(k): v for k, v in demo_groups.items()}, "wm_heldout_demos": wm_heldout,
+              "demo_groups": {str(k): v for k, v in win.demo_groups.items()}, "wm_heldout_demos": win.wm_heldout,
               "latent_stats": {"mean": float(latents.mean()), "std": float(latents.std())}},
     )
     data.save(final)
-    write_json(cache_dir / "cache_info.json", {"windows": len(data), "clips": len(episodes), "key": key,
+    write_json(cache_dir / "cache_info.json", {"windows": len(data), "clips": len(win.episodes), "key": key,
                                                 **data.shape_info, "valid_latent_frames": int(mask.sum())})
     for p in parts_dir.glob("*.safetensors"):
         p.unlink()
-    return data, acfg
+    return data

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class IDMConfig:
     action_dim: int
     state_dim: int
     chunk_size: int
-    cameras: tuple[str, ...] = ("agentview", "wrist")
+    cameras: tuple[str, ...] = benchmark_spec("libero_object").default_cameras  # ("agentview", "wrist")
     image_size: tuple[int, int] = (64, 64)
     channels: tuple[int, ...] = (16, 32, 64, 128)
     hidden: int = 256

@@ -39,12 +39,13 @@ from typing import Any
 import numpy as np
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 
 log = logging.getLogger(__name__)
 
 STATS_PATH = "meta/collect_stats.json"
 SEED_BLOCK = 10_000  # attempts per --seed block
-ROBOT_TYPE = {"metaworld": "sawyer"}  # LIBERO: panda
+ROBOT_TYPE = {"metaworld": "sawyer"}  # LIBERO: panda (kept for importers; the dataset uses benchmark_spec().robot)
 
 
 @dataclasses.dataclass
@@ -87,7 +88,7 @@ def _get_env(benchmark: str, task_id, size: int, cameras: tuple[str, ...]):
     key = (benchmark, task_id, size, cameras)
     env = _ENV_CACHE.get(key)
     if env is None:
-        keep = 4 if benchmark == "metaworld" else 1  # a LIBERO rendering process holds ~2 GB
+        keep = 4 if benchmark_spec(benchmark).is_metaworld else 1  # a LIBERO rendering process holds ~2 GB
         while len(_ENV_CACHE) >= keep:
             _, old = _ENV_CACHE.popitem()
             old.close()
@@ -294,11 +295,11 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
     tasks, cams, index = _validate(cfg)
     out = Path(out)
     _check_out(out, resume, overwrite)
-    is_mw = cfg.benchmark == "metaworld"
+    bspec = benchmark_spec(cfg.benchmark)
     sim_dim = _sim_state_dim(cfg, out, tasks, cams, index, resume and not overwrite)
-    spec = DatasetSpec(fps=80.0 if is_mw else 20.0, action_dim=4 if is_mw else 7, state_dim=4 if is_mw else 8,
+    spec = DatasetSpec(fps=bspec.fps, action_dim=bspec.action_dim, state_dim=bspec.state_dim,
                        cameras=cams, image_size=(cfg.image_size, cfg.image_size), benchmark=cfg.benchmark,
-                       robot_type=ROBOT_TYPE.get(cfg.benchmark, "panda"), sim_state_dim=sim_dim)
+                       robot_type=bspec.robot, sim_state_dim=sim_dim)
     writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite, video=cfg.video_codec)
     written, next_attempt = _existing_progress(out, tasks) if resume else ({t: 0 for t in tasks}, {t: 0 for t in tasks})
     N = int(cfg.episodes)

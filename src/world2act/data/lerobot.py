@@ -55,6 +55,7 @@ from world2act.data.schema import Episode
 from world2act.data.stats import aggregate_stats, compute_stats, image_stats, numeric_stats
 from world2act.data.video import (DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, DEFAULT_PRESET, codec_tag,
                                   read_video_span, video_preset, write_video)
+from world2act.envs.registry import FAMILIES, family_of
 from world2act.utils.io import _json_default, atomic_path, prepare_out_dir, read_json, write_json
 
 CODEBASE_VERSION = "v3.0"
@@ -84,14 +85,8 @@ VARIABLE = -1
 #: position, orientation as axis-angle, the two finger joint positions (m; left ≈ +0.04 and
 #: right ≈ −0.04 when open). Meta-World: xyz delta + grip (+1 close); state = hand position
 #: and the normalised finger gap (1 open).
-ACTION_NAMES: dict[str, tuple[str, ...]] = {
-    "libero": ("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
-    "metaworld": ("x", "y", "z", "gripper"),
-}
-STATE_NAMES: dict[str, tuple[str, ...]] = {
-    "libero": ("x", "y", "z", "axis_angle_x", "axis_angle_y", "axis_angle_z", "finger_left", "finger_right"),
-    "metaworld": ("x", "y", "z", "gripper"),
-}
+ACTION_NAMES: dict[str, tuple[str, ...]] = {fam: spec.action_names for fam, spec in FAMILIES.items()}
+STATE_NAMES: dict[str, tuple[str, ...]] = {fam: spec.state_names for fam, spec in FAMILIES.items()}
 
 
 def image_key(camera: str) -> str:
@@ -100,12 +95,7 @@ def image_key(camera: str) -> str:
 
 
 def _family(benchmark: str) -> str | None:
-    b = (benchmark or "").lower()
-    if b.startswith("libero"):
-        return "libero"
-    if b.startswith("metaworld") or b.startswith("meta-world"):
-        return "metaworld"
-    return None
+    return family_of(benchmark)
 
 
 def default_names(benchmark: str, kind: str, dim: int) -> list[str]:

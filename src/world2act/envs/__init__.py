@@ -20,15 +20,14 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 from world2act import World2ActError  # noqa: E402
 from world2act.envs.base import ManipulationEnv, TaskInfo  # noqa: E402
-from world2act.envs.libero_robustness import ROBUSTNESS_SUITES  # noqa: E402
+from world2act.envs.registry import BENCHMARK_NAMES, BenchmarkSpec, benchmark_spec  # noqa: E402
 
-BENCHMARKS: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", "metaworld",
-                               *ROBUSTNESS_SUITES)
-"""Benchmark names accepted by every command (``--benchmark``); the last ones are the
-LIBERO-Object robustness suites (:mod:`world2act.envs.libero_robustness`)."""
+BENCHMARKS: tuple[str, ...] = BENCHMARK_NAMES
+"""Benchmark names accepted by every command (``--benchmark``); facts per benchmark in
+:func:`world2act.envs.registry.benchmark_spec`."""
 
-LIBERO_CAMERAS: tuple[str, ...] = ("agentview", "wrist")
-METAWORLD_CAMERAS: tuple[str, ...] = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")
+LIBERO_CAMERAS: tuple[str, ...] = benchmark_spec("libero_object").camera_names
+METAWORLD_CAMERAS: tuple[str, ...] = benchmark_spec("metaworld").camera_names
 """Meta-World cameras that :meth:`MetaWorldEnv.render` accepts (first two are the defaults)."""
 
 SEED_RANGES: dict[str, range] = {
@@ -120,9 +119,8 @@ def run_seed_for(purpose: str, task_index: int, run_seed: int, i: int, *, block:
     return _slot_seed(purpose, int(task_index) + MAX_TASKS * (r // P), int(block) * (r % P) + int(i))
 
 
-def _check_benchmark(benchmark: str) -> None:
-    if benchmark not in BENCHMARKS:
-        raise World2ActError(f"unknown benchmark {benchmark!r}; valid: {', '.join(BENCHMARKS)}")
+def _check_benchmark(benchmark: str) -> BenchmarkSpec:
+    return benchmark_spec(benchmark)
 
 
 def available_cameras(benchmark: str) -> tuple[str, ...]:
@@ -131,8 +129,7 @@ def available_cameras(benchmark: str) -> tuple[str, ...]:
     Raises:
         World2ActError: unknown benchmark.
     """
-    _check_benchmark(benchmark)
-    return METAWORLD_CAMERAS if benchmark == "metaworld" else LIBERO_CAMERAS
+    return _check_benchmark(benchmark).camera_names
 
 
 def default_cameras(benchmark: str) -> tuple[str, ...]:
@@ -140,7 +137,7 @@ def default_cameras(benchmark: str) -> tuple[str, ...]:
 
     LIBERO: ``("agentview", "wrist")``; Meta-World: ``("corner2", "gripperPOV")``.
     """
-    return available_cameras(benchmark)[:2]
+    return _check_benchmark(benchmark).default_cameras
 
 
 def check_cameras(benchmark: str, cameras) -> tuple[str, ...]:
@@ -172,8 +169,7 @@ def list_tasks(benchmark: str) -> list[TaskInfo]:
     Raises:
         World2ActError: unknown benchmark.
     """
-    _check_benchmark(benchmark)
-    if benchmark == "metaworld":
+    if _check_benchmark(benchmark).is_metaworld:
         from world2act.envs.metaworld_instructions import INSTRUCTIONS
 
         return [TaskInfo("metaworld", name, name, INSTRUCTIONS[name]) for name in sorted(INSTRUCTIONS)]
@@ -215,8 +211,9 @@ def resolve_tasks(benchmark: str, spec) -> list:
     if not items:
         raise World2ActError(f"--tasks: no task given for {benchmark}")
     out = []
+    mw = benchmark_spec(benchmark).is_metaworld
     for item in items:
-        if benchmark == "metaworld":
+        if mw:
             key = str(item)
             if key not in ids and f"{key}-v3" in ids:
                 key = f"{key}-v3"
@@ -242,16 +239,8 @@ def task_info(benchmark: str, task_id) -> TaskInfo:
 
 def step_budget(benchmark: str, task_id=None) -> int:
     """Control steps allowed per episode: LIBERO suite budget (spatial 220, object 280, goal 300,
-    libero_10 520, libero_90 400), Meta-World 500."""
-    _check_benchmark(benchmark)
-    if benchmark == "metaworld":
-        return 500
-    try:
-        from world2act.envs.libero import STEP_BUDGETS
-
-        return int(STEP_BUDGETS[benchmark])
-    except ImportError:
-        return {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}[benchmark]
+    libero_10 520, libero_90 400), Meta-World 500 (``benchmark_spec(benchmark).step_budget``)."""
+    return _check_benchmark(benchmark).step_budget
 
 
 def make_env(benchmark: str, task_id, *, camera_size: tuple[int, int] = (64, 64), cameras=None) -> ManipulationEnv:
@@ -271,7 +260,7 @@ def make_env(benchmark: str, task_id, *, camera_size: tuple[int, int] = (64, 64)
     size = tuple(int(x) for x in camera_size)
     if len(size) != 2 or min(size) <= 0:
         raise World2ActError(f"camera size must be (H, W) > 0, got {camera_size}")
-    if benchmark == "metaworld":
+    if benchmark_spec(benchmark).is_metaworld:
         from world2act.envs.metaworld import MetaWorldEnv
 
         return MetaWorldEnv(tid, camera_size=size, cameras=cams)
@@ -281,7 +270,8 @@ def make_env(benchmark: str, task_id, *, camera_size: tuple[int, int] = (64, 64)
 
 
 __all__ = [
-    "BENCHMARKS", "SEED_RANGES", "ManipulationEnv", "TaskInfo", "available_cameras", "check_cameras",
+    "BENCHMARKS", "SEED_RANGES", "BenchmarkSpec", "ManipulationEnv", "TaskInfo", "available_cameras", "benchmark_spec",
+    "check_cameras",
     "default_cameras", "list_tasks", "make_env", "resolve_tasks", "run_seed_for", "runs_per_task", "seed_for",
     "step_budget", "task_info",
 ]

@@ -43,22 +43,21 @@ import numpy as np
 from world2act import World2ActError
 from world2act.envs.base import ManipulationEnv, TaskInfo
 from world2act.envs.libero_robustness import ROBUSTNESS_SUITES
+from world2act.envs.registry import LIBERO_SUITES, benchmark_spec
 
-LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90", *ROBUSTNESS_SUITES)
-"""The LIBERO suites this wrapper serves."""
+_SPEC = benchmark_spec("libero_object")  # facts every LIBERO suite shares
 
-STEP_BUDGETS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
-STEP_BUDGETS.update({name: STEP_BUDGETS[base] for name, (base, _) in ROBUSTNESS_SUITES.items()})
+STEP_BUDGETS = {s: benchmark_spec(s).step_budget for s in LIBERO_SUITES}
 """Control steps allowed per episode after the settle steps (common LIBERO evaluation budgets)."""
 
-CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
+CAMERA_NAMES = {c.name: c.sim_name for c in _SPEC.cameras}
 """Our camera names -> robosuite camera names."""
 
 ROBOT_BODY_PREFIXES = ("robot0_", "gripper0_")
 """Bodies whose geoms count as robot pixels in :meth:`LiberoEnv.render_segmentation`."""
 
-SETTLE_STEPS = 10
-SETTLE_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+SETTLE_STEPS = _SPEC.settle_steps
+SETTLE_ACTION = np.array(_SPEC.settle_action, dtype=np.float64)
 
 
 def _import_libero() -> tuple[Any, Any]:
@@ -192,10 +191,10 @@ class LiberoEnv(ManipulationEnv):
     ``sim`` robosuite's ``MjSim`` (for scripted experts with privileged access).
     """
 
-    action_dim = 7
-    state_dim = 8
+    action_dim = _SPEC.action_dim
+    state_dim = _SPEC.state_dim
     settle_steps = SETTLE_STEPS
-    control_hz = 20.0
+    control_hz = _SPEC.fps
 
     def __init__(
         self,
@@ -203,7 +202,7 @@ class LiberoEnv(ManipulationEnv):
         task_id: int,
         *,
         camera_size: tuple[int, int] = (64, 64),
-        cameras: tuple[str, ...] | list[str] = ("agentview", "wrist"),
+        cameras: tuple[str, ...] | list[str] = _SPEC.default_cameras,
     ) -> None:
         _check_suite(suite)
         _check_task(suite, task_id)
@@ -214,12 +213,12 @@ class LiberoEnv(ManipulationEnv):
         self.task_id = int(task_id)
         self.task_name = task.name
         self.instruction = instruction
-        self.cameras = ("agentview", "wrist")
+        self.cameras = benchmark_spec(suite).camera_names
         self.render_cameras = tuple(cameras)
         self.camera_size = (int(camera_size[0]), int(camera_size[1]))
-        self.max_steps = STEP_BUDGETS[suite]
+        self.max_steps = benchmark_spec(suite).step_budget
         self._init_states: np.ndarray | None = None
-        self.num_init_states = 50
+        self.num_init_states = benchmark_spec(suite).num_init_states
         bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
         if not os.path.isfile(bddl):
             raise World2ActError(f"LIBERO BDDL file missing: {bddl}")

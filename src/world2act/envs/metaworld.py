@@ -35,9 +35,10 @@ import numpy as np  # noqa: E402
 from world2act import World2ActError  # noqa: E402
 from world2act.envs.base import ManipulationEnv  # noqa: E402
 from world2act.envs.metaworld_instructions import INSTRUCTIONS  # noqa: E402
+from world2act.envs.registry import FLIP_BOTH, METAWORLD_SPEC  # noqa: E402
 
-ALL_CAMERAS = ("corner2", "gripperPOV", "corner", "corner3", "corner4", "topview", "behindGripper")
-_UPSIDE_DOWN = frozenset({"corner", "corner2", "corner3", "corner4"})
+ALL_CAMERAS = METAWORLD_SPEC.camera_names
+_UPSIDE_DOWN = frozenset(c.name for c in METAWORLD_SPEC.cameras if c.flip == FLIP_BOTH)
 ROBOT_ROOT_BODY = "right_arm_base_link"
 """Root of the Sawyer arm's body subtree (robot pixels in :meth:`MetaWorldEnv.render_segmentation`)."""
 ROBOT_EXCLUDED_BODIES = ("head",)
@@ -60,16 +61,16 @@ class MetaWorldEnv(ManipulationEnv):
         World2ActError: unknown task or camera (before the simulator starts).
     """
 
-    benchmark = "metaworld"
-    action_dim = 4
-    state_dim = 4
-    max_steps = 500
-    settle_steps = 0
-    control_hz = 80.0
-    num_init_states = 0
+    benchmark = METAWORLD_SPEC.name
+    action_dim = METAWORLD_SPEC.action_dim
+    state_dim = METAWORLD_SPEC.state_dim
+    max_steps = METAWORLD_SPEC.step_budget
+    settle_steps = METAWORLD_SPEC.settle_steps
+    control_hz = METAWORLD_SPEC.fps
+    num_init_states = METAWORLD_SPEC.num_init_states
 
     def __init__(self, task_name: str, *, camera_size: tuple[int, int] = (64, 64),
-                 cameras: tuple[str, ...] | list[str] = ("corner2", "gripperPOV"), fast_render: bool = True) -> None:
+                 cameras: tuple[str, ...] | list[str] = METAWORLD_SPEC.default_cameras, fast_render: bool = True) -> None:
         if task_name not in INSTRUCTIONS:
             raise World2ActError(f"unknown Meta-World task {task_name!r}; valid: {', '.join(sorted(INSTRUCTIONS))}")
         self._check_cams(cameras)

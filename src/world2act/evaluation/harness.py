@@ -87,7 +87,7 @@ def policy_seed_for(seed: int, task_index: int, trial: int) -> int:
 
 
 def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, video_episodes: int = 0,
-                 num_init_states: int = 50, init_offset_per_seed: int = 0,
+                 num_init_states: int | None = None, init_offset_per_seed: int = 0,
                  init_states: str = "eval") -> list[EpisodeJob]:
     """The ordered job list for a run (ordered by task, seed, trial so workers reuse envs).
 
@@ -101,7 +101,11 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
             :data:`MW_SEED_STRIDE` trials or two seeds that share reset seeds.
     """
     from world2act.envs import list_tasks, run_seed_for, runs_per_task
+    from world2act.envs.registry import benchmark_spec
 
+    bspec = benchmark_spec(benchmark)
+    if num_init_states is None:
+        num_init_states = bspec.num_init_states
     if trials < 1:
         raise World2ActError(f"--trials must be at least 1, got {trials}")
     if not seeds:
@@ -110,7 +114,7 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
         raise World2ActError(f"--seeds {list(seeds)}: seeds must be non-negative integers")
     if init_states not in ("eval", "validation"):
         raise World2ActError(f"--init-states {init_states!r}: must be 'eval' or 'validation'")
-    if benchmark == "metaworld" or init_states == "validation":
+    if not bspec.has_official_init_states or init_states == "validation":
         if trials > MW_SEED_STRIDE:
             raise World2ActError(f"Meta-World evaluation supports at most {MW_SEED_STRIDE} trials per seed, got {trials}")
         R = runs_per_task("eval", MW_SEED_STRIDE)
@@ -121,7 +125,7 @@ def episode_jobs(benchmark: str, tasks: list, trials: int, seeds: list[int], *, 
                                      f"(seeds equal modulo {R} share them); pick seeds that differ modulo {R}")
             same[int(s) % R] = int(s)
     all_ids = [t.task_id for t in list_tasks(benchmark)]
-    libero = benchmark != "metaworld"
+    libero = bspec.has_official_init_states  # LIBERO: official init states; Meta-World: seeded resets
     jobs = []
     for task in tasks:
         ti = all_ids.index(task)
@@ -453,6 +457,12 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
              init_states: str = "eval") -> dict:
     """Evaluate a policy under the standard protocol and write the report.
 
+    Phases: :func:`_check_eval_args` (benchmark, tasks, seeds), the policy check and
+    :func:`episode_jobs`, :func:`_open_eval_out` (``eval_config.json``, ``--resume`` check),
+    :func:`_finished_episodes`, :func:`_run_episodes` (workers; records stream to
+    ``episodes.jsonl``) and :func:`_write_eval` (``eval.json``, report, latency, manifest —
+    also after an interrupt).
+
     Args:
         policy_spec: policy folder, ``"expert"``, or (tests) a picklable zero-arg factory.
         benchmark: one of ``world2act.envs.BENCHMARKS``.
@@ -479,12 +489,50 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
             simulator starts.
         KeyboardInterrupt: after writing the summary of the finished episodes.
     """
-    from world2act.envs import BENCHMARKS, list_tasks, resolve_tasks, step_budget
-    from world2act.evaluation.report import write_report
-    from world2act.utils.io import prepare_out_dir, write_json
-    from world2act.utils.manifest import config_hash, write_manifest
+    from world2act.envs.registry import benchmark_spec
 
     started = time.time()
+    task_ids, seeds, image_size = _check_eval_args(benchmark, tasks, seeds, workers, image_size)
+    policy = _check_policy(policy_spec, benchmark, task_ids, device)
+    jobs = episode_jobs(benchmark, task_ids, int(trials), seeds, video_episodes=video_episodes,
+                        init_offset_per_seed=init_offset_per_seed, init_states=init_states)
+    bspec = benchmark_spec(benchmark)
+    if bspec.has_official_init_states and trials > bspec.num_init_states and init_states == "eval":
+        log.warning("--trials %d > %d official init states: init states repeat (trial i uses state i %% %d)",
+                    trials, bspec.num_init_states, bspec.num_init_states)
+    config = {"policy": str(policy_spec) if isinstance(policy_spec, (str, os.PathLike)) else repr(policy_spec),
+              "benchmark": benchmark, "tasks": task_ids, "trials": int(trials), "seeds": seeds,
+              "image_size": list(image_size or policy.image_size), "init_offset_per_seed": init_offset_per_seed,
+              "video_episodes": video_episodes}
+    if init_states != "eval":  # recorded only when used, so earlier runs' --resume hashes still match
+        config["init_states"] = init_states
+    out = _open_eval_out(Path(out_dir), config, resume, overwrite)
+    records = _finished_episodes(out, resume)
+    todo = [j for j in jobs if j.key not in records]
+    if records:
+        log.info("resume: %d finished episodes kept, %d to run", len(jobs) - len(todo), len(todo))
+    spec = WorkerSpec(policy=policy_spec, benchmark=benchmark, image_size=tuple(image_size) if image_size else None,
+                      device=device, env_factory=env_factory, video_dir=str(out / "videos"), threads=1)
+    t_run = time.time()
+    complete = False
+    try:
+        _run_episodes(spec, todo, len(jobs), workers, records, out / EPISODES_FILE, progress)
+        complete = True
+    finally:
+        result = _write_eval(out, records, jobs, todo, policy, config, task_ids, seeds, int(trials), workers,
+                             time.time() - t_run, complete, latency, started)
+    return result
+
+
+def _check_eval_args(benchmark: str, tasks, seeds, workers: int, image_size):
+    """Validate the benchmark, tasks, seeds and workers; returns ``(task ids, seeds as ints,
+    image size as (H, W) or None)``.
+
+    Raises:
+        World2ActError: an unknown benchmark or task, malformed or duplicate seeds, ``workers < 0``.
+    """
+    from world2act.envs import BENCHMARKS, resolve_tasks
+
     if benchmark not in BENCHMARKS:
         raise World2ActError(f"--benchmark {benchmark!r}: unknown; valid: {', '.join(BENCHMARKS)}")
     task_ids = resolve_tasks(benchmark, tasks)
@@ -500,19 +548,18 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
         raise World2ActError(f"--workers must be >= 0, got {workers}")
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
-    policy = _check_policy(policy_spec, benchmark, task_ids, device)
-    jobs = episode_jobs(benchmark, task_ids, int(trials), seeds, video_episodes=video_episodes,
-                        init_offset_per_seed=init_offset_per_seed, init_states=init_states)
-    if benchmark != "metaworld" and trials > 50 and init_states == "eval":
-        log.warning("--trials %d > 50 official init states: init states repeat (trial i uses state i %% 50)", trials)
+    return task_ids, seeds, image_size
 
-    out = Path(out_dir)
-    config = {"policy": str(policy_spec) if isinstance(policy_spec, (str, os.PathLike)) else repr(policy_spec),
-              "benchmark": benchmark, "tasks": task_ids, "trials": int(trials), "seeds": seeds,
-              "image_size": list(image_size or policy.image_size), "init_offset_per_seed": init_offset_per_seed,
-              "video_episodes": video_episodes}
-    if init_states != "eval":  # recorded only when used, so earlier runs' --resume hashes still match
-        config["init_states"] = init_states
+
+def _open_eval_out(out: Path, config: dict, resume: bool, overwrite: bool) -> Path:
+    """Prepare ``out`` and write ``eval_config.json``.
+
+    Raises:
+        World2ActError: ``--resume`` with settings that differ from the finished run's.
+    """
+    from world2act.utils.io import prepare_out_dir, write_json
+    from world2act.utils.manifest import config_hash
+
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
     cfg_path = out / "eval_config.json"
     if resume and cfg_path.is_file():
@@ -521,7 +568,12 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
             raise World2ActError(f"{out}: --resume with different settings than the finished run ({cfg_path}); "
                                  f"use a new --out or --overwrite")
     write_json(cfg_path, config)
+    return out
 
+
+def _finished_episodes(out: Path, resume: bool) -> dict[str, dict]:
+    """Episode records kept from ``episodes.jsonl`` on ``--resume`` (key ``task|seed|trial``;
+    a line cut by a crash is skipped)."""
     records: dict[str, dict] = {}
     ep_path = out / EPISODES_FILE
     if resume and ep_path.is_file():
@@ -531,15 +583,17 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
             records[f"{r['task']}|{r['seed']}|{r['trial']}"] = r
-    todo = [j for j in jobs if j.key not in records]
-    if records:
-        log.info("resume: %d finished episodes kept, %d to run", len(jobs) - len(todo), len(todo))
+    return records
 
-    spec = WorkerSpec(policy=policy_spec, benchmark=benchmark, image_size=tuple(image_size) if image_size else None,
-                      device=device, env_factory=env_factory, video_dir=str(out / "videos"), threads=1)
+
+def _run_episodes(spec: WorkerSpec, todo: list, n_jobs: int, workers: int, records: dict, ep_path: Path,
+                  progress: bool) -> None:
+    """Run the ``todo`` episodes (in process or on ``workers`` processes); each finished record
+    goes into ``records`` and is appended to ``ep_path`` at once. SIGTERM acts as Ctrl-C."""
     from world2act.utils.progress import progress_bar
 
-    bar = progress_bar(total=len(jobs), initial=len(jobs) - len(todo), desc=f"eval {benchmark}", unit="ep", disable=not progress)
+    bar = progress_bar(total=n_jobs, initial=n_jobs - len(todo), desc=f"eval {spec.benchmark}", unit="ep",
+                       disable=not progress)
     n_ok = [sum(1 for r in records.values() if r.get("success"))]
 
     def on_done(rec: dict) -> None:
@@ -554,8 +608,6 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
         if rec.get("error"):
             log.warning("episode %s failed: %s", key, rec["error"])
 
-    t_run = time.time()
-    complete = False
     restore = _sigterm_as_interrupt()
     try:
         if todo:
@@ -563,30 +615,41 @@ def evaluate(policy_spec: Any, benchmark: str, tasks: Any, trials: int, seeds: l
                 _run_in_process(spec, todo, on_done)
             else:
                 _run_pool(spec, todo, min(workers, len(todo)), on_done)
-        complete = True
     finally:
         restore()
         bar.close()
-        run_wall = time.time() - t_run
-        task_meta = {t.task_id: t for t in list_tasks(benchmark)}
-        ordered = [records[j.key] for j in jobs if j.key in records]
-        result = build_result(ordered, benchmark=benchmark, tasks=task_ids, seeds=seeds, trials=int(trials),
-                              task_meta=task_meta, config=config, policy_info=policy.describe(),
-                              step_budget=step_budget(benchmark), workers=workers, run_wall_s=run_wall,
-                              episodes_run=len(todo), complete=complete and len(ordered) == len(jobs))
-        if complete and latency and getattr(policy, "name", "") != "expert":
-            from world2act.evaluation.latency import measure_latency, synthetic_observation
 
-            try:
-                instr = task_meta[task_ids[0]].instruction
-                result["latency"] = measure_latency(policy, synthetic_observation(policy, instr), n=30)
-            except Exception as e:  # noqa: BLE001 - latency is informational
-                result["latency"] = {"error": f"{type(e).__name__}: {e}"}
-        write_json(out / "eval.json", result)
-        write_report(out, result)
-        write_manifest(out, stage="eval", config=config, inputs={"policy": config["policy"]},
-                       metrics={"success_rate": result["overall"]["success_rate"],
-                                "n_errors": result["overall"]["n_errors"]}, complete=result["complete"], started=started)
+
+def _write_eval(out: Path, records: dict, jobs: list, todo: list, policy, config: dict, task_ids: list,
+                seeds: list[int], trials: int, workers: int, run_wall: float, complete: bool, latency: bool,
+                started: float) -> dict:
+    """Build and write ``eval.json``, the report and the manifest from the finished records
+    (with the batch-1 latency when the run completed); returns the result."""
+    from world2act.envs import list_tasks, step_budget
+    from world2act.evaluation.report import write_report
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
+    benchmark = config["benchmark"]
+    task_meta = {t.task_id: t for t in list_tasks(benchmark)}
+    ordered = [records[j.key] for j in jobs if j.key in records]
+    result = build_result(ordered, benchmark=benchmark, tasks=task_ids, seeds=seeds, trials=trials,
+                          task_meta=task_meta, config=config, policy_info=policy.describe(),
+                          step_budget=step_budget(benchmark), workers=workers, run_wall_s=run_wall,
+                          episodes_run=len(todo), complete=complete and len(ordered) == len(jobs))
+    if complete and latency and getattr(policy, "name", "") != "expert":
+        from world2act.evaluation.latency import measure_latency, synthetic_observation
+
+        try:
+            instr = task_meta[task_ids[0]].instruction
+            result["latency"] = measure_latency(policy, synthetic_observation(policy, instr), n=30)
+        except Exception as e:  # noqa: BLE001 - latency is informational
+            result["latency"] = {"error": f"{type(e).__name__}: {e}"}
+    write_json(out / "eval.json", result)
+    write_report(out, result)
+    write_manifest(out, stage="eval", config=config, inputs={"policy": config["policy"]},
+                   metrics={"success_rate": result["overall"]["success_rate"],
+                            "n_errors": result["overall"]["n_errors"]}, complete=result["complete"], started=started)
     return result
 
 
@@ -594,7 +657,10 @@ def build_result(records: list[dict], *, benchmark: str, tasks: list, seeds: lis
                  config: dict, policy_info: dict, step_budget: int, workers: int, run_wall_s: float,
                  episodes_run: int, complete: bool) -> dict:
     """Assemble the ``eval.json`` content from episode records (see docs/evaluation.md)."""
+    from world2act.envs.registry import benchmark_spec
     from world2act.evaluation.stats import summarize_group, summarize_overall
+
+    bspec = benchmark_spec(benchmark)
 
     per_task = {}
     for t in tasks:
@@ -616,8 +682,8 @@ def build_result(records: list[dict], *, benchmark: str, tasks: list, seeds: lis
                             "post-training seed range (for choosing settings; not an evaluation result)")
             if config.get("init_states") == "validation" else
             ("LIBERO official init states: trial i of seed s uses init state "
-                            f"(i + {config['init_offset_per_seed']}*position(s)) % 50")
-            if benchmark != "metaworld" else
+                            f"(i + {config['init_offset_per_seed']}*position(s)) % {bspec.num_init_states}")
+            if bspec.has_official_init_states else
             f"Meta-World seeded resets: run_seed_for('eval', task_index, s, i, block={MW_SEED_STRIDE}) (evaluation "
             f"seed range; equals seed_for('eval', task_index, {MW_SEED_STRIDE}*s + i) for s < 200)",
             "counting": "errors count as trials and as failures; success_rate_excl_errors excludes them",

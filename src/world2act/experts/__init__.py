@@ -9,6 +9,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from world2act import World2ActError
+from world2act.envs.registry import SPECS
+
+
+def is_metaworld(benchmark) -> bool:
+    """Meta-World (per the benchmark registry); unknown names count as LIBERO, as before."""
+    return benchmark in SPECS and SPECS[benchmark].is_metaworld
 
 
 @runtime_checkable
@@ -26,7 +32,7 @@ class Expert(Protocol):
 
 def supported_tasks(benchmark: str) -> list:
     """Task ids of ``benchmark`` that have a scripted expert."""
-    if benchmark == "metaworld":
+    if is_metaworld(benchmark):
         from world2act.experts.metaworld_expert import supported_metaworld_tasks
 
         return supported_metaworld_tasks()
@@ -47,7 +53,7 @@ def make_expert(env, seed: int = 0) -> Expert:
     Raises:
         World2ActError: no expert exists for the env's task (the message lists supported tasks).
     """
-    if env.benchmark == "metaworld":
+    if is_metaworld(env.benchmark):
         from world2act.experts.metaworld_expert import MetaWorldExpert
 
         return MetaWorldExpert(env, seed=seed)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from world2act import World2ActError
-
-LIBERO_BENCHMARKS = ("libero_object", "libero_spatial", "libero_goal", "libero_10", "libero_90")
+from world2act.envs.registry import LIBERO_SUITES as LIBERO_BENCHMARKS  # noqa: F401 - re-exported
+from world2act.envs.registry import benchmark_spec
 
 
 def benchmark_family(benchmark: str | None) -> str | None:
@@ -33,7 +33,10 @@ def benchmark_family(benchmark: str | None) -> str | None:
     ``"metaworld"`` for Meta-World, None for None."""
     if benchmark is None:
         return None
-    return "libero" if str(benchmark).startswith("libero") else str(benchmark)
+    try:
+        return benchmark_spec(str(benchmark)).family
+    except World2ActError:  # not a registered benchmark: keep the old prefix rule
+        return "libero" if str(benchmark).startswith("libero") else str(benchmark)
 
 
 def env_info(env_or_info: Any) -> dict:
@@ -54,41 +57,17 @@ def env_info(env_or_info: Any) -> dict:
     return {k: getattr(env_or_info, k, None) for k in keys}
 
 
-# Static facts per benchmark (used when no environment exists yet, e.g. before workers start).
-_STATIC_INFO = {
-    "libero": {"action_dim": 7, "state_dim": 8, "cameras": ("agentview", "wrist")},
-    "metaworld": {"action_dim": 4, "state_dim": 4, "cameras": ("corner2", "gripper")},
-}
-
-
 def benchmark_info(benchmark: str) -> dict:
-    """``dict(benchmark, action_dim, state_dim, cameras)`` of a benchmark without building an env.
-
-    Uses :data:`world2act.envs.BENCHMARKS` when it carries the fields, else built-in facts
-    (LIBERO A=7, S=8, cameras agentview/wrist; Meta-World A=4, S=4).
+    """``dict(benchmark, action_dim, state_dim, cameras)`` of a benchmark without building an env,
+    from :func:`world2act.envs.registry.benchmark_spec` (LIBERO A=7, S=8, cameras
+    agentview/wrist; Meta-World A=4, S=4, cameras corner2/gripperPOV).
 
     Raises:
         World2ActError: unknown benchmark name (the message lists the valid ones).
     """
-    valid = list(LIBERO_BENCHMARKS) + ["metaworld"]
-    try:  # prefer the env package's registry when present
-        from world2act.envs import BENCHMARKS  # type: ignore
-
-        valid = list(BENCHMARKS) if not isinstance(BENCHMARKS, (list, tuple)) else list(BENCHMARKS)
-    except Exception:  # noqa: BLE001 - envs may not be importable in a minimal install
-        pass
-    if benchmark not in valid:
-        raise World2ActError(f"unknown benchmark {benchmark!r}; valid: {', '.join(valid)}")
-    fam = benchmark_family(benchmark)
-    info = dict(_STATIC_INFO.get(fam, {"action_dim": None, "state_dim": None, "cameras": None}))
-    try:
-        from world2act.envs import default_cameras  # type: ignore
-
-        info["cameras"] = tuple(default_cameras(benchmark))
-    except Exception:  # noqa: BLE001
-        pass
-    info["benchmark"] = benchmark
-    return info
+    spec = benchmark_spec(benchmark)
+    return {"benchmark": benchmark, "action_dim": spec.action_dim, "state_dim": spec.state_dim,
+            "cameras": spec.default_cameras}
 
 
 class Policy(abc.ABC):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 from world2act.policies.base import Policy, check_obs
 from world2act.policies.normalizer import FILENAME as NORMALIZER_FILE
 from world2act.policies.normalizer import Normalizer
@@ -65,7 +66,7 @@ class FlowPolicyConfig:
     action_dim: int
     state_dim: int
     chunk_size: int = 8
-    cameras: tuple[str, ...] = ("agentview", "wrist")
+    cameras: tuple[str, ...] = benchmark_spec("libero_object").default_cameras  # ("agentview", "wrist")
     image_size: tuple[int, int] = (64, 64)
     d_model: int = 128
     cnn_channels: tuple[int, ...] = (16, 32, 64)

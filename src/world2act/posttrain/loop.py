@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from world2act import World2ActError
+from world2act.envs.registry import FAMILIES, family_of
 from world2act.posttrain.config import PostTrainConfig
 from world2act.posttrain.objective import RolloutBatch, masked_chunkwise_cosine, stage2_step
 from world2act.utils.io import atomic_path, write_json
@@ -73,7 +74,8 @@ def check_compatible(base, wm, bundle, cfg: PostTrainConfig) -> None:
     if cfg.camera not in base.cameras:
         raise World2ActError(f"post-train: camera {cfg.camera!r} is not one of policy {cfg.policy} cameras {list(base.cameras)}")
     if base.benchmark and cfg.benchmark and not (base.benchmark == cfg.benchmark
-                                                 or (base.benchmark.startswith("libero") and cfg.benchmark.startswith("libero") and base.action_dim == 7)):
+                                                 or (family_of(base.benchmark) == family_of(cfg.benchmark) == "libero"
+                                                     and base.action_dim == FAMILIES["libero"].action_dim)):
         raise World2ActError(f"mismatched components: policy {cfg.policy} was trained for {base.benchmark}, post-training asks for {cfg.benchmark}")
 
 

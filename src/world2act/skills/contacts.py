@@ -42,6 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from world2act import World2ActError
+from world2act.envs.registry import FAMILIES, family_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +89,8 @@ class ContactParams:
 #: jitter stays below c = 0.02, so tau = 0.1 catches grasps of the widest objects. Meta-World
 #: gives a normalised gap: 1.0 open, 0.4 on the puck (c = 0.6), 0.26 closed on nothing.
 BENCHMARK_DEFAULTS: dict[str, dict[str, float]] = {
-    "libero": {"w_open": 0.080, "tau": 0.10},
-    "metaworld": {"w_open": 1.0, "tau": 0.30},
-}
+    fam: {"w_open": spec.gripper_open_width, "tau": spec.gripper_tau} for fam, spec in FAMILIES.items()
+}  # from world2act.envs.registry (BenchmarkSpec.gripper_open_width / gripper_tau)
 
 
 def benchmark_family(benchmark: str) -> str:
@@ -99,11 +99,9 @@ def benchmark_family(benchmark: str) -> str:
     Raises:
         World2ActError: the name is neither a LIBERO suite nor Meta-World.
     """
-    b = (benchmark or "").lower()
-    if b.startswith("libero"):
-        return "libero"
-    if b.startswith("metaworld") or b.startswith("meta-world") or b.startswith("mw"):
-        return "metaworld"
+    fam = family_of(benchmark) or ("metaworld" if (benchmark or "").lower().startswith("mw") else None)
+    if fam is not None:
+        return fam
     raise World2ActError(f"unknown benchmark {benchmark!r} for contact defaults; valid: libero_*, metaworld "
                          "(or pass --tau and --w-open explicitly)")
 

@@ -313,6 +313,11 @@ def _benchmark_of(ds, first_meta: dict | None) -> str:
 def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
     """Segment ``cfg.dataset`` into a skill dataset in ``cfg.out``; return the statistics dict.
 
+    Phases: :func:`_open_inputs` (checks, gripper signal, benchmark defaults),
+    :func:`_read_signals` (pass 1, no images), :func:`_calibrate` (open width / signal range),
+    :func:`_decompose_instructions` (language stream), :func:`_detect_contacts` (visual stream),
+    :func:`_align_episodes` (alignment), :func:`_write_skill_clips` and :func:`_write_stats`.
+
     Raises:
         World2ActError: missing/corrupt dataset (a missing, corrupt or truncated data parquet
             or mp4 of any episode: the message names the file and the episode; a parquet is
@@ -322,15 +327,43 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             unusable ``--out``, an LLM endpoint that rejects the key/model, or no episode
             synchronised at all (nothing to write).
     """
-    from world2act.utils.progress import progress_bar
-
-    from world2act.data import LeRobotDataset, LeRobotDatasetWriter
-    from world2act.data.lerobot import GRIPPER, STATE
-    from world2act.skills.stats import distribution_report, plot_lengths
-    from world2act.utils.io import write_json
-    from world2act.utils.manifest import write_manifest
-
     started = time.time()
+    inp = _open_inputs(cfg, resume, overwrite)
+    results, loaded, skipped = _read_signals(cfg, inp)
+    w_open_global, signal_range_used = _calibrate(inp, loaded)
+    schemas, schema_errors = _decompose_instructions(loaded)
+    params_by_ep, contacts = _detect_contacts(cfg, inp, results, loaded, w_open_global)
+    _align_episodes(cfg, results, loaded, schemas, schema_errors, contacts)
+    synced, summary = _synced_or_raise(results, inp.src)
+    clip_lengths = _write_skill_clips(cfg, inp, synced, resume, overwrite)
+    return _write_stats(cfg, inp, results, synced, summary, skipped, params_by_ep, w_open_global,
+                        signal_range_used, schema_errors, clip_lengths, started)
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What :func:`run` derives from its arguments before reading any episode."""
+
+    src: Path
+    out: Path
+    ds: Any
+    gsrc: GripperSource | None
+    benchmark: str
+    w_mode: str
+    default_tau: float | None
+    signal_name: str
+
+
+def _open_inputs(cfg: SegmentConfig, resume: bool, overwrite: bool) -> _Inputs:
+    """Check ``--dataset`` / ``--out``, open the dataset, resolve the gripper signal
+    (``--gripper-from`` or the gripper-width feature) and the benchmark's default ``tau``.
+
+    Raises:
+        World2ActError: see :func:`run` (all before anything is written).
+    """
+    from world2act.data import LeRobotDataset
+    from world2act.data.lerobot import GRIPPER
+
     if not cfg.dataset:
         raise World2ActError("--dataset is required (a LeRobot v3 dataset folder from `world2act collect`)")
     if not cfg.out:
@@ -365,13 +398,28 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
     elif cfg.tau is None or w_mode == "benchmark":
         benchmark_family(benchmark)  # raises with the valid names
     signal_name = gsrc.describe() if gsrc is not None else GRIPPER
+    return _Inputs(src, out, ds, gsrc, benchmark, w_mode, default_tau, signal_name)
 
-    # ---- pass 1: fast path (no images): widths, actions, decisions
-    pbar = dict(disable=not cfg.progress, leave=False)
+
+def _read_signals(cfg: SegmentConfig, inp: _Inputs):
+    """Pass 1, the fast path (no images): every episode's gripper signal, actions and positions.
+
+    Returns:
+        ``(results, loaded, skipped)``: one :class:`EpisodeSegmentation` per episode read (NaN
+        episodes already discarded), ``loaded[episode] = (signal, actions, T, task, positions)``,
+        and the skip counts.
+
+    Raises:
+        World2ActError: an unreadable episode file, no episode at all, a constant signal.
+    """
+    from world2act.data.lerobot import STATE
+    from world2act.utils.progress import progress_bar
+
+    ds, gsrc, src, signal_name = inp.ds, inp.gsrc, inp.src, inp.signal_name
     skipped = {"unsuccessful": 0}
     results: list[EpisodeSegmentation] = []
     loaded: dict[int, tuple[np.ndarray, np.ndarray, int, str, np.ndarray]] = {}
-    for i in progress_bar(range(ds.num_episodes), desc="reading gripper signals", **pbar):
+    for i in progress_bar(range(ds.num_episodes), desc="reading gripper signals", disable=not cfg.progress, leave=False):
         meta = ds.episode_meta(i)
         task, T = str(meta["task"]), int(meta["length"])
         if not cfg.include_failed and not meta.get("success", True):
@@ -407,8 +455,17 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         if float(np.ptp(allw)) < 1e-6:
             raise World2ActError(f"{src}: {signal_name} is constant ({allw[0]:.4g}) in every episode: "
                                  "no gripper signal to segment")
+    return results, loaded, skipped
 
-    # ---- calibration
+
+def _calibrate(inp: _Inputs, loaded: dict):
+    """The open width: a ``--gripper-from`` signal is first mapped to a width in [0, 1] (in
+    place in ``loaded``); then ``--w-open`` (dataset, benchmark, episode or a number) picks it.
+
+    Returns:
+        ``(w_open for all episodes or None for per-episode, the signal range used or None)``.
+    """
+    gsrc, w_mode, benchmark = inp.gsrc, inp.w_mode, inp.benchmark
     signal_range_used: list[float] | str | None = None
     if gsrc is not None:
         # a gripper action/state dimension -> a width in [0, 1] (GripperSource's rule)
@@ -421,8 +478,8 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         elif loaded:
             lo, hi = signal_range(np.concatenate([v[0] for v in loaded.values()]))
             if not hi > lo:
-                raise World2ActError(f"{src}: {signal_name} spans no range between its 0.5th and 99.5th percentiles "
-                                     f"({lo:.4g}): no gripper signal to segment")
+                raise World2ActError(f"{inp.src}: {inp.signal_name} spans no range between its 0.5th and 99.5th "
+                                     f"percentiles ({lo:.4g}): no gripper signal to segment")
             for k, v in loaded.items():
                 loaded[k] = (width_from_command(v[0], lo, hi, gsrc.convention), *v[1:])
             signal_range_used = [round(lo, 6), round(hi, 6)]
@@ -443,8 +500,15 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                             w_open_global, benchmark_family(benchmark), ref)
         except World2ActError:
             pass
+    return w_open_global, signal_range_used
 
-    # ---- language stream
+
+def _decompose_instructions(loaded: dict):
+    """Language stream: each task instruction's skill schema (None when unparseable).
+
+    Returns:
+        ``(schemas, schema_errors)`` keyed by instruction.
+    """
     schema_dec = SchemaDecomposer()
     schemas: dict[str, list[SkillStep] | None] = {}
     schema_errors: dict[str, str] = {}
@@ -455,8 +519,15 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             schemas[task] = None
             schema_errors[task] = str(e)
             log.warning("schema decomposer: %s", e)
+    return schemas, schema_errors
 
-    # ---- visual stream + alignment
+
+def _detect_contacts(cfg: SegmentConfig, inp: _Inputs, results, loaded: dict, w_open_global):
+    """Visual stream: gripper contact events of every loaded episode (sets ``r.events``).
+
+    Returns:
+        ``(contact params per episode, contact result per episode)``.
+    """
     params_by_ep: dict[int, ContactParams] = {}
     contacts: dict[int, Any] = {}
     for r in results:
@@ -464,13 +535,20 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
             continue
         w, actions, T, task, _ = loaded[r.episode]
         w_open = w_open_global if w_open_global is not None else robust_open_width(w)
-        params = contact_params(cfg, benchmark, w_open, default_tau)
+        params = contact_params(cfg, inp.benchmark, w_open, inp.default_tau)
         params_by_ep[r.episode] = params
         cr = detect_events(w, params, actions)
         contacts[r.episode] = cr
         r.events = event_summary(cr.events)
         if cr.dropped:
             r.detail = "; ".join(cr.dropped)
+    return params_by_ep, contacts
+
+
+def _align_episodes(cfg: SegmentConfig, results, loaded: dict, schemas: dict, schema_errors: dict,
+                    contacts: dict) -> None:
+    """Align each episode's contact events with its skill schema (or ask the LLM aligner);
+    sets ``synced``, ``boundaries``, ``steps`` or the discard ``reason`` on every result."""
     llm_items, llm_eps = [], []
     for r in results:
         if r.episode not in loaded:
@@ -510,6 +588,13 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                 r.steps = list(schemas.get(r.instruction) or [])
         log.info("llm: %d requests sent, %d cache hits", aligner.requests_sent, aligner.cache_hits)
 
+
+def _synced_or_raise(results, src: Path):
+    """Log the discarded episodes; return ``(synced results, sync summary)``.
+
+    Raises:
+        World2ActError: no episode synchronised (nothing to write).
+    """
     for r in results:
         if not r.synced:
             log.info("episode %d discarded: %s%s", r.episode, r.reason, f" ({r.detail})" if r.detail else "")
@@ -519,8 +604,20 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         reasons = ", ".join(f"{k} {v}" for k, v in summary["discard_reasons"].items())
         raise World2ActError(f"{src}: no episode could be synchronised ({reasons}); see docs/skills.md "
                              "(try --tau, --w-open or --decomposer llm)")
+    return synced, summary
 
-    # ---- write the skill dataset
+
+def _write_skill_clips(cfg: SegmentConfig, inp: _Inputs, synced, resume: bool, overwrite: bool) -> list[int]:
+    """Write one clip per skill of every synced episode (the source's video settings unless
+    ``--video-codec``); on resume, skip clips already written. Returns all clip lengths.
+
+    Raises:
+        World2ActError: existing clips that do not match this segmentation; an unreadable mp4.
+    """
+    from world2act.data import LeRobotDataset, LeRobotDatasetWriter
+    from world2act.utils.progress import progress_bar
+
+    ds, out = inp.ds, inp.out
     src_video = (ds.info.get("world2act") or {}).get("video") or {}
     if cfg.video_codec or not src_video:
         video_kw: dict[str, Any] = {"video": cfg.video_codec or "h264"}
@@ -539,7 +636,7 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         raise World2ActError(f"--out {out}: the existing clips do not match this run's segmentation "
                              "(different settings?); use --overwrite")
     clip_lengths: list[int] = []
-    for r in progress_bar(synced, desc="writing skill clips", **pbar):
+    for r in progress_bar(synced, desc="writing skill clips", disable=not cfg.progress, leave=False):
         clips = r.clips()
         clip_lengths.extend(b - a for a, b, _ in clips)
         todo = [(k, c) for k, c in enumerate(clips) if (r.episode, k) not in done]
@@ -557,8 +654,18 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
                          "num_skills": len(clips), "instruction": r.instruction, "skill_verb": step.verb}
             writer.add_episode(clip)
     writer.finalize()
+    return clip_lengths
 
-    # ---- statistics, plot, manifest
+
+def _write_stats(cfg: SegmentConfig, inp: _Inputs, results, synced, summary: dict, skipped: dict, params_by_ep: dict,
+                 w_open_global, signal_range_used, schema_errors: dict, clip_lengths: list[int], started: float) -> dict:
+    """Statistics (``meta/skill_stats.json``), per-episode segments, the length plot and the
+    manifest; returns the statistics dict."""
+    from world2act.skills.stats import distribution_report, plot_lengths
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
+    ds, src, out = inp.ds, inp.src, inp.out
     before = [r.length for r in results]
     params0 = next(iter(params_by_ep.values()), None)
     stats = {
@@ -566,12 +673,12 @@ def run(cfg: SegmentConfig, *, resume: bool = False, overwrite: bool = False) ->
         "episodes_skipped": skipped,
         **{k: summary[k] for k in ("episodes_in", "episodes_synced", "sync_rate", "clips_out", "discard_reasons")},
         "decomposer": cfg.decomposer,
-        "benchmark": benchmark,
+        "benchmark": inp.benchmark,
         "contact": {
             "tau": params0.tau if params0 else cfg.tau,
             "w_open": (round(w_open_global, 6) if w_open_global is not None else "per-episode"),
-            "w_open_calibration": w_mode,
-            "signal": signal_name,
+            "w_open_calibration": inp.w_mode,
+            "signal": inp.signal_name,
             "signal_range": signal_range_used,
             "min_duration": cfg.min_duration, "min_gap": cfg.min_gap, "settle_frac": cfg.settle_frac,
             "max_settle": cfg.max_settle, "use_gripper_action": cfg.use_gripper_action,

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 
 LAYOUTS = ("1x1", "1x2", "2x2")
 
@@ -39,7 +40,7 @@ class WorldModelConfig:
     num_frames: int = 17
     frame_stride: int = 4
     image_size: tuple[int, int] = (64, 64)
-    cameras: tuple[str, ...] = ("agentview", "wrist")
+    cameras: tuple[str, ...] = benchmark_spec("libero_object").default_cameras  # ("agentview", "wrist")
     layout: str = "1x2"
     fps: float = 5.0  # frame rate of a clip: control_hz / frame_stride (20 Hz / 4)
     # transformer

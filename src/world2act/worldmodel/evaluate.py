@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from world2act import World2ActError
+from world2act.envs.registry import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +493,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
                         "num_frames": int(wc.num_frames), "frame_stride": int(wc.frame_stride)},
         "heldout": {"source": "WM/clips.json held_out_source_episodes", "demo_ids": held, "used": used,
                     "tasks": {t: [i for i in used if task_of[i] == t] for t in dict.fromkeys(task_of[i] for i in used)}},
-        "robot_pixels": {bm: ROBOT_BODIES["metaworld" if bm == "metaworld" else "libero"]
+        "robot_pixels": {bm: ROBOT_BODIES[SPECS[bm].family if bm in SPECS else "libero"]
                          for bm in dict.fromkeys(where[i][0] for i in used)},
         "sampling_steps": cfg.steps, "summary": summary, "robot_fraction": fr, "per_latent_frame": latent,
         "per_demo": per_demo, "strips": strips,

@@ -28,6 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -239,6 +240,11 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         videos: tuple | None = None, log_with: str = "none") -> dict:
     """Train a world model into ``out``; returns the metrics dict.
 
+    Phases: :func:`_load_clips` (model config, clip checks), :func:`_split_and_record` (held-out
+    split, ``clips.json``), :func:`_vae_phase` (VAE training and latent statistics),
+    :func:`_model_and_latents` (latent cache, prompt embeddings), :func:`_train_transformer`
+    and :func:`_finish` (evaluation, metrics, manifest).
+
     Args:
         videos: for tests/programmatic use, ``(records, uint8 clips [N, T, H, W, 3])`` instead of
             ``cfg.dataset``.
@@ -248,17 +254,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     Raises:
         World2ActError: bad dataset/options (before any training), NaN loss (after saving state).
     """
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from world2act.utils.io import atomic_path, prepare_out_dir, read_json, write_json
-    from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import resolve_device, seed_everything, set_torch_threads
-    from world2act.utils.tracking import check_backend, make_tracker
-    from world2act.worldmodel.configs import get_config
-    from world2act.worldmodel.data import (build_clips, check_dataset, load_clip_videos, prompt_windows,
-                                           split_by_source)
-    from world2act.worldmodel.model import WorldModel, build_vae, check_vae
+    from world2act.utils.tracking import check_backend
 
     started = time.time()
     if cfg.clips not in ("skills", "episodes"):
@@ -269,13 +266,37 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     set_torch_threads(cfg.threads or None)
     rng = seed_everything(cfg.seed)
 
-    # ---- 1. model config and data checks (before writing anything)
+    base, wm_cfg, ds, records, clip_videos = _load_clips(cfg, videos)  # 1. checks before writing anything
+    out, tracker, clip_videos, tr_idx, va_idx, metrics = _split_and_record(
+        cfg, out, resume, overwrite, log_with, wm_cfg, ds, records, clip_videos)
+    vae = _vae_phase(cfg, out, base, wm_cfg, clip_videos, tr_idx, va_idx, rng, device, tracker, metrics)  # 2.
+    model, lat, emb_table, pidx = _model_and_latents(cfg, out, base, wm_cfg, vae, device, records,
+                                                      clip_videos, tr_idx)  # 3.
+    step, x_val, e_val = _train_transformer(cfg, out, model, lat, emb_table, pidx, tr_idx, va_idx, device,
+                                            tracker, metrics)  # 4.
+    return _finish(cfg, out, model, x_val, e_val, va_idx, clip_videos, records, step, tracker, metrics,
+                   started)  # 5.
+
+
+def _load_clips(cfg: TrainWMConfig, videos):
+    """Phase 1a: the world-model config (from ``cfg.model`` or the pretrained checkpoint) and
+    the clip records, checked against it; nothing is written.
+
+    Returns:
+        ``(base WorldModel or None, wm_cfg, dataset or None, records, clip videos or None)``
+        (clip videos are loaded later from the dataset unless ``videos`` gave them).
+    """
+    from world2act.worldmodel.configs import get_config
+    from world2act.worldmodel.data import build_clips, check_dataset
+    from world2act.worldmodel.model import WorldModel
+
     base = None
     if cfg.pretrained:
         base = WorldModel.load(cfg.pretrained, device="cpu", config=cfg.model if cfg.model != "small" else None)
         wm_cfg = get_config(base.config, **cfg.model_overrides)
     else:
         wm_cfg = get_config(cfg.model, **cfg.model_overrides)
+    ds = clip_videos = None
     if videos is None:
         if not cfg.dataset:
             raise World2ActError("--dataset is required")
@@ -290,6 +311,21 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         if clip_videos.ndim != 5 or clip_videos.shape[1:] != (wm_cfg.num_frames, h, w, 3):
             raise World2ActError(f"clips have shape {clip_videos.shape}, the world model takes "
                                  f"[N, {wm_cfg.num_frames}, {h}, {w}, 3]")
+    return base, wm_cfg, ds, records, clip_videos
+
+
+def _split_and_record(cfg: TrainWMConfig, out, resume: bool, overwrite: bool, log_with: str, wm_cfg, ds, records,
+                      clip_videos):
+    """Phase 1b: split the clips by source demonstration (held-out demos), prepare ``out``,
+    write ``clips.json`` and load the clip videos.
+
+    Returns:
+        ``(out Path, tracker, clip videos, train indices, held-out indices, metrics dict)``.
+    """
+    from world2act.utils.io import prepare_out_dir, write_json
+    from world2act.utils.tracking import make_tracker
+    from world2act.worldmodel.data import load_clip_videos, split_by_source
+
     train_src, val_src = split_by_source(records, cfg.val_fraction, cfg.seed)
     if not train_src:
         raise World2ActError("no training demonstrations left after the held-out split (lower val_fraction)")
@@ -299,58 +335,88 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
                                     "frame_stride": wm_cfg.frame_stride, "held_out_source_episodes": sorted(val_src),
                                     "clips": [dict(r.to_dict(), split="val" if r.source_episode in val_src else "train")
                                               for r in records]})
-    if videos is None:
+    if clip_videos is None:
         clip_videos = load_clip_videos(ds, records, wm_cfg)
     tr_idx = np.array([i for i, r in enumerate(records) if r.source_episode in train_src])
     va_idx = np.array([i for i, r in enumerate(records) if r.source_episode in val_src], dtype=int)
     log.info("%d clips (%d train, %d held-out from %d demos)", len(records), len(tr_idx), len(va_idx), len(val_src))
     metrics: dict = {"clips": cfg.clips, "model": wm_cfg.name, "n_train_clips": int(len(tr_idx)),
                      "n_val_clips": int(len(va_idx)), "held_out_source_episodes": sorted(val_src)}
+    return out, tracker, clip_videos, tr_idx, va_idx, metrics
 
-    # ---- 2. VAE
+
+def _vae_phase(cfg: TrainWMConfig, out: Path, base, wm_cfg, clip_videos, tr_idx, va_idx, rng, device: str, tracker,
+               metrics: dict):
+    """Phase 2: the VAE: reload ``out/vae`` when it exists; else take the pretrained / given one
+    (checked) or build a new one, train it unless it stays frozen, set its latent statistics
+    (new transformers only), measure held-out PSNR and save it. Updates ``metrics``."""
+    from world2act.utils.io import read_json, write_json
+    from world2act.worldmodel.model import build_vae, check_vae
+
     vae_dir = out / "vae"
     if (vae_dir / "config.json").is_file():
         from diffusers import AutoencoderKLWan
 
-        vae = AutoencoderKLWan.from_pretrained(vae_dir).to(device)
         metrics.update(read_json(out / "vae_metrics.json") if (out / "vae_metrics.json").is_file() else {})
+        return AutoencoderKLWan.from_pretrained(vae_dir).to(device)
+    if cfg.vae or base is not None:
+        from diffusers import AutoencoderKLWan
+
+        vae_src = cfg.vae or str(cfg.pretrained)
+        vae = base.vae if (base is not None and not cfg.vae) else AutoencoderKLWan.from_pretrained(cfg.vae)
+        check_vae(vae, wm_cfg, vae_src)
+        vae = vae.to(device)
+        vm = {"vae": "fine-tuned" if cfg.vae_finetune else "pretrained", "vae_source": vae_src}
     else:
-        if cfg.vae or base is not None:
-            from diffusers import AutoencoderKLWan
+        vae = build_vae(wm_cfg)
+        vm = {"vae": "trained"}
+    if vm["vae"] != "pretrained":
+        _train_vae_and_stats(vae, cfg, out, base, clip_videos[tr_idx], rng, device, tracker, vm)
+    vae.eval()
+    held = clip_videos[va_idx] if len(va_idx) else clip_videos[tr_idx[:4]]
+    vm["vae_psnr_heldout_db"], vm["vae_psnr_heldout_per_frame_db"] = vae_psnr(vae, held[:16], device)
+    log.info("VAE reconstruction PSNR on held-out clips: %.2f dB", vm["vae_psnr_heldout_db"])
+    write_json(out / "vae_metrics.json", vm)
+    tmp = out / "vae.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    vae.save_pretrained(tmp, safe_serialization=True)
+    os.replace(tmp, vae_dir)
+    metrics.update(vm)
+    return vae
 
-            vae_src = cfg.vae or str(cfg.pretrained)
-            vae = base.vae if (base is not None and not cfg.vae) else AutoencoderKLWan.from_pretrained(cfg.vae)
-            check_vae(vae, wm_cfg, vae_src)
-            vae = vae.to(device)
-            vm = {"vae": "fine-tuned" if cfg.vae_finetune else "pretrained", "vae_source": vae_src}
-        else:
-            vae = build_vae(wm_cfg)
-            vm = {"vae": "trained"}
-        if vm["vae"] != "pretrained":
-            t0 = time.time()
-            hist = train_vae(vae, clip_videos[tr_idx], cfg, rng, device)
-            vm.update({"vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
-                       "vae_final_loss": hist[-1][1] if hist else None})
-            _write_loss_log(out / "vae_loss_log.csv", hist)
-            for s_, l_, lr_ in hist:
-                tracker.log({"loss": l_, "lr": lr_}, step=s_, prefix="vae/")
-            if base is None:  # a pretrained transformer keeps the latent normalisation it was trained with
-                raw = _encode_all(vae.eval(), clip_videos[tr_idx], device)
-                mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
-                std = raw.std(dim=(0, 2, 3, 4)).clamp(min=1e-3).tolist()
-                vae.register_to_config(latents_mean=mean, latents_std=std)
-        vae.eval()
-        held = clip_videos[va_idx] if len(va_idx) else clip_videos[tr_idx[:4]]
-        vm["vae_psnr_heldout_db"], vm["vae_psnr_heldout_per_frame_db"] = vae_psnr(vae, held[:16], device)
-        log.info("VAE reconstruction PSNR on held-out clips: %.2f dB", vm["vae_psnr_heldout_db"])
-        write_json(out / "vae_metrics.json", vm)
-        tmp = out / "vae.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        vae.save_pretrained(tmp, safe_serialization=True)
-        os.replace(tmp, vae_dir)
-        metrics.update(vm)
 
-    # ---- 3. model + latents
+def _train_vae_and_stats(vae, cfg: TrainWMConfig, out: Path, base, train_videos, rng, device: str, tracker,
+                         vm: dict) -> None:
+    """Train the VAE on the training clips (loss log to ``vae_loss_log.csv`` and the tracker);
+    without a pretrained transformer, store the per-channel latent mean/std in its config."""
+    t0 = time.time()
+    hist = train_vae(vae, train_videos, cfg, rng, device)
+    vm.update({"vae_steps": (hist[-1][0] + 1) if hist else 0, "vae_train_s": round(time.time() - t0, 1),
+               "vae_final_loss": hist[-1][1] if hist else None})
+    _write_loss_log(out / "vae_loss_log.csv", hist)
+    for s_, l_, lr_ in hist:
+        tracker.log({"loss": l_, "lr": lr_}, step=s_, prefix="vae/")
+    if base is None:  # a pretrained transformer keeps the latent normalisation it was trained with
+        raw = _encode_all(vae.eval(), train_videos, device)
+        mean = raw.mean(dim=(0, 2, 3, 4)).tolist()
+        std = raw.std(dim=(0, 2, 3, 4)).clamp(min=1e-3).tolist()
+        vae.register_to_config(latents_mean=mean, latents_std=std)
+
+
+def _model_and_latents(cfg: TrainWMConfig, out: Path, base, wm_cfg, vae, device: str, records, clip_videos, tr_idx):
+    """Phase 3: the world model around the (frozen) VAE, the clip latents (cached in
+    ``out/cache/latents.safetensors``) and the prompt embedding table.
+
+    Returns:
+        ``(model, latents, prompt embedding table, prompt index per clip)``.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from world2act.utils.io import atomic_path
+    from world2act.worldmodel.data import prompt_windows
+    from world2act.worldmodel.model import WorldModel
+
     model = WorldModel(wm_cfg, transformer=base.transformer if base is not None else None, vae=vae).to(device)
     if base is not None:  # T5 folders / precomputed text embeddings of the pretrained checkpoint
         model._path, model._embed_table = base._path, base._embed_table
@@ -367,9 +433,54 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     emb_table = model.encode_prompts(prompts).cpu()
     pidx = torch.tensor([prompts.index(r.prompt) for r in records])
     model.prompt_windows = prompt_windows([records[i] for i in tr_idx]) if cfg.clips == "skills" else {}
+    return model, lat, emb_table, pidx
 
-    # ---- 4. transformer training
+
+@dataclass
+class _TransformerRun:
+    """Mutable state of the transformer phase (what a checkpoint saves)."""
+
+    acc: Any
+    tr: Any
+    opt: Any
+    sched: Any
+    out: Path
+    metrics: dict
+    step: int = 0
+    loss_log: list = field(default_factory=list)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+    def save_ckpt(self) -> None:
+        """Write ``checkpoint/`` atomically (transformer, optimiser, step, loss log)."""
+        import torch
+
+        from world2act.utils.io import write_json
+
+        out, ckpt = self.out, self.ckpt
+        tmp = out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.acc.unwrap_model(self.tr).save_pretrained(tmp / "transformer", safe_serialization=True)
+        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        write_json(tmp / "state.json", {"step": self.step, "loss_log": self.loss_log,
+                                        "val_loss_start": self.metrics["val_loss_start"]})
+        old = out / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if ckpt.exists():
+            os.replace(ckpt, old)
+        os.replace(tmp, ckpt)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _transformer_setup(cfg: TrainWMConfig, out: Path, model, device: str, metrics: dict) -> _TransformerRun:
+    """Optimiser, warm-up + cosine schedule and Accelerator for the transformer; resumes from
+    ``out/checkpoint`` when it exists."""
+    import torch
     from accelerate import Accelerator
+
+    from world2act.utils.io import read_json
 
     acc = Accelerator(cpu=device == "cpu")
     tr = model.transformer
@@ -393,6 +504,21 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     tr, opt = acc.prepare(tr, opt)
     model.transformer = acc.unwrap_model(tr)
     model.__dict__["_train_net"] = tr  # forward through the (possibly DDP-wrapped) module so gradients sync
+    return _TransformerRun(acc, tr, opt, sched, out, metrics, step, loss_log)
+
+
+def _train_transformer(cfg: TrainWMConfig, out: Path, model, lat, emb_table, pidx, tr_idx, va_idx, device: str,
+                       tracker, metrics: dict):
+    """Phase 4: flow-matching training of the transformer (held-out validation loss at the
+    start, checkpoints every ``ckpt_every`` steps, ``max_minutes`` cap).
+
+    Returns:
+        ``(final step, validation latents, validation prompt embeddings)``.
+
+    Raises:
+        World2ActError: a non-finite loss (the last good checkpoint is kept).
+    """
+    run_ = _transformer_setup(cfg, out, model, device, metrics)
     x_val, e_val = lat[va_idx], emb_table[pidx[va_idx]]
     if len(va_idx) == 0:
         x_val, e_val = lat[tr_idx[:8]], emb_table[pidx[tr_idx[:8]]]
@@ -400,33 +526,39 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         model.eval()
         metrics["val_loss_start"] = validation_loss(model, x_val, e_val)
     log.info("validation flow-matching loss at start: %.4f", metrics["val_loss_start"]["mean"])
-    if step == 0:
+    if run_.step == 0:
         tracker.log(metrics["val_loss_start"], step=0, prefix="val/")
+    t_train = time.time()
+    steps_done, stopped = _transformer_loop(cfg, run_, model, lat, emb_table, pidx, tr_idx, tracker)
+    train_s = time.time() - t_train
+    _write_loss_log(out / "loss_log.csv", run_.loss_log)
+    if stopped:
+        tracker.close()
+        raise World2ActError(f"training stopped: {stopped}; the last good checkpoint is kept in {run_.ckpt} "
+                             "(lower lr or check the data, then rerun with --resume)")
+    if run_.acc.is_main_process:
+        run_.save_ckpt()
+    metrics["steps"] = run_.step
+    metrics["train_steps_per_s"] = round(steps_done / train_s, 3) if steps_done else None
+    return run_.step, x_val, e_val
 
-    def save_ckpt():
-        tmp = out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        acc.unwrap_model(tr).save_pretrained(tmp / "transformer", safe_serialization=True)
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {"step": step, "loss_log": loss_log,
-                                        "val_loss_start": metrics["val_loss_start"]})
-        old = out / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+
+def _transformer_loop(cfg: TrainWMConfig, run_: _TransformerRun, model, lat, emb_table, pidx, tr_idx, tracker):
+    """The optimisation loop from ``run_.step`` to ``cfg.steps``; returns ``(steps done, reason
+    it stopped early or None)``. Logs every ``log_every`` steps, checkpoints every ``ckpt_every``."""
+    import torch
 
     from world2act.utils.progress import progress_bar
 
-    g = torch.Generator().manual_seed(cfg.seed + 7919 * step + acc.process_index)
-    brng = np.random.default_rng(cfg.seed + step + 1000 * acc.process_index)
+    acc, tr, opt, sched = run_.acc, run_.tr, run_.opt, run_.sched
+    g = torch.Generator().manual_seed(cfg.seed + 7919 * run_.step + acc.process_index)
+    brng = np.random.default_rng(cfg.seed + run_.step + 1000 * acc.process_index)
     tr.train()
     t_train = time.time()
     steps_done = 0
-    bar = progress_bar(total=cfg.steps, initial=step, desc="WM", disable=not acc.is_local_main_process)
+    bar = progress_bar(total=cfg.steps, initial=run_.step, desc="WM", disable=not acc.is_local_main_process)
     stopped = None
-    while step < cfg.steps:
+    while run_.step < cfg.steps:
         b = brng.choice(tr_idx, cfg.batch_size, replace=len(tr_idx) < cfg.batch_size)
         x0 = lat[b].to(acc.device)
         emb = emb_table[pidx[b]].clone()
@@ -435,7 +567,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
         loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std,
                                         motion_weight=cfg.motion_weight)
         if not torch.isfinite(loss):
-            stopped = f"non-finite loss ({loss.item()}) at step {step}"
+            stopped = f"non-finite loss ({loss.item()}) at step {run_.step}"
             break
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
@@ -443,31 +575,30 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
             acc.clip_grad_norm_(tr.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        step += 1
+        run_.step += 1
         steps_done += 1
         bar.update(1)
+        step = run_.step
         if step % cfg.log_every == 0 or step == 1:
-            loss_log.append((step, loss.item(), sched.get_last_lr()[0]))
-            tracker.log({"loss": loss_log[-1][1], "lr": loss_log[-1][2]}, step=step, prefix="train/")
+            run_.loss_log.append((step, loss.item(), sched.get_last_lr()[0]))
+            tracker.log({"loss": run_.loss_log[-1][1], "lr": run_.loss_log[-1][2]}, step=step, prefix="train/")
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.ckpt_every == 0 and acc.is_main_process:
-            save_ckpt()
+            run_.save_ckpt()
         if cfg.max_minutes and (time.time() - t_train) / 60 > cfg.max_minutes:  # transformer phase only
             log.warning("max_minutes=%s reached at step %d", cfg.max_minutes, step)
             break
     bar.close()
-    train_s = time.time() - t_train
-    _write_loss_log(out / "loss_log.csv", loss_log)
-    if stopped:
-        tracker.close()
-        raise World2ActError(f"training stopped: {stopped}; the last good checkpoint is kept in {ckpt} "
-                             "(lower lr or check the data, then rerun with --resume)")
-    if acc.is_main_process:
-        save_ckpt()
-    metrics["steps"] = step
-    metrics["train_steps_per_s"] = round(steps_done / train_s, 3) if steps_done else None
+    return steps_done, stopped
 
-    # ---- 5. final model, evaluation, metrics
+
+def _finish(cfg: TrainWMConfig, out: Path, model, x_val, e_val, va_idx, clip_videos, records, step: int, tracker,
+            metrics: dict, started: float) -> dict:
+    """Phase 5: save the final model, held-out validation loss and generation metrics, then
+    ``metrics.json`` and the manifest; returns ``metrics``."""
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
     model.__dict__.pop("_train_net", None)
     model.eval()
     model.save(out, save_vae=False)
