@@ -25,10 +25,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 from world2act.policies.base import Policy
 from world2act.policies.io import load_policy, register_policy_type
 from world2act.policies.residual_net import ResidualNet, ResidualNetConfig
 from world2act.utils.io import atomic_path, read_json, write_json
+
+_LIBERO_CAMERA = benchmark_spec("libero_object").default_camera  # "agentview"
 
 
 class ResidualPolicy(Policy):
@@ -64,7 +67,7 @@ class ResidualPolicy(Policy):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def create(cls, base: Policy, bundle, *, camera: str = "agentview", seed: int = 0,
+    def create(cls, base: Policy, bundle, *, camera: str = _LIBERO_CAMERA, seed: int = 0,
                align_dir: str | Path | None = None, gate_init: float = 0.0, max_delta: float = 0.0,
                head: str = "decoder") -> "ResidualPolicy":
         """A fresh residual on top of ``base``: g_a copied from Stage 1, output gate at

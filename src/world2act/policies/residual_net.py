@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from world2act import World2ActError
+from world2act.envs.registry import benchmark_spec
 
 
 @dataclasses.dataclass
@@ -70,7 +71,7 @@ class ResidualNetConfig:
     chunk_size: int
     latent_dim: int = 32
     image_size: tuple[int, int] = (64, 64)
-    camera: str = "agentview"
+    camera: str = benchmark_spec("libero_object").default_camera  # "agentview"
     num_layers: int = 2
     num_heads: int = 4
     mlp_hidden: int = 128
