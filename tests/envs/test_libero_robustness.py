@@ -68,7 +68,7 @@ def test_unknown_suite_lists_robustness_suites():
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_env_resets_from_official_state_and_steps(suite):
-    """One env per suite (≈4 s each on 2 cores): official init state 0, one step."""
+    """One env per suite (≈4 s each on 2 cores): official init state 0, one step, both cameras."""
     env = E.make_env(suite, 0, cameras=("agentview",))
     try:
         assert env.benchmark == suite and env.max_steps == 280
@@ -81,5 +81,7 @@ def test_env_resets_from_official_state_and_steps(suite):
         np.testing.assert_allclose(env.get_sim_state()[1 + xy], official[0][1 + xy], atol=0.01)
         env.step(np.zeros(7))
         assert env.proprio().shape == (8,) and not env.is_success()
+        ims = env.render(("agentview", "wrist"), (32, 32))  # the cameras a libero_object policy reads
+        assert all(im.shape == (32, 32, 3) and im.std() > 5 for im in ims.values())
     finally:
         env.close()
