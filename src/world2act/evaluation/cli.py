@@ -66,8 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="policy folder (train-base / post-train output), 'expert', or remote://HOST:PORT (world2act serve); "
                         "required here or in --config")
     p.add_argument("--benchmark",
-                   help="libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld "
-                        "(required here or in --config)")
+                   help="libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld, or a "
+                        "LIBERO-Object robustness suite: libero_object_swap | _object | _lan | _task | _with_mug | "
+                        "_with_yellow_book (required here or in --config)")
     p.add_argument("--tasks", default=None, help="comma-separated task ids / Meta-World names, or 'all' (default)")
     p.add_argument("--trials", type=int, default=None, help="trials per task and seed (default 50, the paper's protocol)")
     p.add_argument("--seeds", default=None, help="comma-separated evaluation seeds (default 0; the paper uses 0,1,2,3,4)")
