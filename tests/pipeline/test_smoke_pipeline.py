@@ -46,8 +46,11 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     shutil.copytree(out / "posttrain" / "imagined", two / "imagined")  # task 0's imagined targets are reused
     cmd2 = [sys.executable, "-m", "world2act", "post-train", "--policy", str(out / "base"), "--wm", str(out / "wm"),
             "--align", str(out / "align"), "--benchmark", "libero_object", "--tasks", "0,1", "--iterations", "3",
-            "--num-envs", "2", "--init-states", "2", "--out", str(two), "--resume", "max_chunks=1"]
+            "--num-envs", "2", "--init-states", "2", "--out", str(two), "--resume", "max_chunks=1",
+            "updates_per_round=3", "replay=8", "head=latent"]
     r3 = subprocess.run(cmd2, capture_output=True, text=True, env=env, timeout=600)
     assert r3.returncode == 0, r3.stderr[-2000:]
     rows = [json.loads(c) for c in (two / "curves.jsonl").read_text().splitlines()]
     assert [(c["task"], c["errors"]) for c in rows] == [("0", 0), ("1", 0), ("0", 0)]
+    assert [c["optimizer_steps"] for c in rows] == [3, 3, 3]  # updates_per_round, drawn from the replay
+    assert json.loads((two / "policy" / "config.json").read_text())["residual"]["head"] == "latent"

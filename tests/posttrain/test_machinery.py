@@ -79,6 +79,10 @@ def test_config_rejects_unknown_choices():
     with pytest.raises(World2ActError, match="time_alignment"):
         PostTrainConfig(time_alignment="dtw")
     assert PostTrainConfig(targets="demo", contrast="chunk", replay=2).replay == 2
+    with pytest.raises(World2ActError, match="head"):
+        PostTrainConfig(head="mlp")
+    with pytest.raises(World2ActError, match="updates_per_round"):
+        PostTrainConfig(updates_per_round=-1)
 
 
 def _net(gate_init=0.5, max_delta=0.0):

@@ -22,6 +22,10 @@ class PostTrainConfig:
         iterations: number of rollout+update rounds.
         epochs_per_rollout: passes over the update's batches per round (the last ``replay``
             rounds, the current one included); 1 with ``replay`` ≤ 1 is strictly on-policy.
+        updates_per_round: optimizer steps per round, each on one stored round drawn at random
+            from the replay buffer (0 = ``epochs_per_rollout`` passes, the old schedule). The
+            residual needs hundreds of steps to learn state-specific corrections: measured in
+            docs/results.md ("a budget the residual can learn from").
         replay: rounds of rollouts trained on in each update, the current one included (0 and
             1 = only the current round; 2 = the current and the previous one). Older rounds'
             Δa is recomputed with the current residual; their base chunks, observations and
@@ -57,7 +61,10 @@ class PostTrainConfig:
             behaviour: base + Δa clamped to ±3 normalised units).
         max_delta: trust region on the residual, normalised action units: Δa = m·tanh(Δa/m)
             (0 = unbounded). Stored in the policy so evaluation applies the same bound.
-        gate_init: initial value of the residual's output gate (0 = start at the base exactly).
+        gate_init: initial value of the residual's output gate (0 = start at the base exactly;
+            ``head=decoder`` only).
+        head: the residual's output head (:class:`world2act.policies.residual_net.ResidualNetConfig`):
+            ``decoder`` (the paper, gated g_a), ``latent`` (g_a(z + δz) − g_a(z)) or ``linear``.
         expert_relabel: query the scripted expert's chunk from each rollout chunk's own start
             state (DAgger-style, :meth:`ManipulationEnv.expert_chunk`) instead of taking the
             same-init-state expert trajectory's chunk at the aligned time; with
@@ -85,6 +92,7 @@ class PostTrainConfig:
     num_envs: int = 4
     iterations: int = 20
     epochs_per_rollout: int = 1
+    updates_per_round: int = 0
     replay: int = 0
     targets: str = "imagined"
     demo_sigma: float = 0.1
@@ -95,6 +103,7 @@ class PostTrainConfig:
     fa_input: str = "clamped"
     max_delta: float = 0.0
     gate_init: float = 0.0
+    head: str = "decoder"
     expert_relabel: bool = False
     lr: float = 3e-4
     weight_decay: float = 1e-2
@@ -120,12 +129,14 @@ class PostTrainConfig:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
                    "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
-                   "fa_input": ("executed", "clamped")}
+                   "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise World2ActError(f"post-train: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
         if self.contrast == "expert" and self.targets != "demo" and not self.expert_relabel:
             raise World2ActError("post-train: contrast=expert needs the expert's chunks (targets=demo or expert_relabel=true)")
+        if self.updates_per_round < 0:
+            raise World2ActError(f"post-train: updates_per_round must be ≥ 0, got {self.updates_per_round}")
         if self.replay < 0 or self.max_delta < 0 or self.demo_sigma <= 0:
             raise World2ActError("post-train: replay and max_delta must be ≥ 0 and demo_sigma > 0")
         if not (self.tau > 0 and self.lr > 0):

@@ -369,7 +369,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     if cfg.targets == "demo" or cfg.expert_relabel:
         check_expert(cfg.benchmark, task_ids)
     policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align,
-                                   gate_init=cfg.gate_init, max_delta=cfg.max_delta)
+                                   gate_init=cfg.gate_init, max_delta=cfg.max_delta, head=cfg.head)
     cameras = tuple(dict.fromkeys(list(base.cameras) + list(wm.config.cameras)))
     size = tuple(base.image_size)
     K = int(base.chunk_size)
@@ -427,20 +427,24 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             batches = list(replay)
             policy.residual.train()
             m = None
-            for _ in range(cfg.epochs_per_rollout):
-                for b in batches:
-                    loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
-                                           bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
-                                           contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
-                                           action_space=action_space, action_decoder=bundle.g_a)
-                    m = m or mb  # metrics of the fresh rollouts before this round's updates
-                    opt.zero_grad()
-                    loss.backward()
-                    gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
+            if cfg.updates_per_round > 0:  # random stored rounds; the fresh one first, for the curves
+                picks = rng.integers(0, len(batches), size=cfg.updates_per_round - 1).tolist()
+                schedule = [batches[0]] + [batches[i] for i in picks]
+            else:
+                schedule = [b for _ in range(cfg.epochs_per_rollout) for b in batches]
+            for b in schedule:
+                loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
+                                       bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
+                                       contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
+                                       action_space=action_space, action_decoder=bundle.g_a)
+                m = m or mb  # metrics of the fresh rollouts before this round's updates
+                opt.zero_grad()
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
             policy.residual.eval()
             rec = {"iteration": it, "task": ",".join(dict.fromkeys(str(t) for t in slots)), **m,
-                   "grad_norm": float(gn), "chunks": T, "optimizer_steps": cfg.epochs_per_rollout * len(batches),
+                   "grad_norm": float(gn), "chunks": T, "optimizer_steps": len(schedule),
                    "rollout_success_rate": float(ro["success"][keep.numpy()].mean()), "errors": len(ro["errors"]),
                    "aligned_chunks": float(batch.valid.float().sum(1).mean())}
             with open(out / CURVES, "a") as f:
