@@ -112,3 +112,30 @@ def test_bad_inputs_raise_clear_errors():
         infonce_from_similarity(S, direction="sideways")
     with pytest.raises(World2ActError, match="square"):
         infonce_from_similarity(torch.zeros(2, 3))
+
+
+def test_infonce_loss_is_stage2s_cross_entropy_form_and_masked_similarity():
+    """Stage 2 (posttrain/objective.py) states Eq. 1 as cross-entropy over sim / τ and the
+    similarity as a masked chunk-averaged cosine; infonce_loss / chunkwise_similarity give the same."""
+    import torch.nn.functional as F
+
+    from world2act.align import infonce_loss
+
+    g = torch.Generator().manual_seed(0)
+    v, a = torch.randn(5, 4, 8, generator=g, requires_grad=True), torch.randn(5, 4, 8, generator=g)
+    valid = torch.rand(5, 4, generator=g) > 0.3
+    cos = torch.einsum("itd,jtd->ijt", F.normalize(v, dim=-1), F.normalize(a, dim=-1))
+    m = (valid[:, None, :] & valid[None, :, :]).float()
+    ref_sim = (cos * m).sum(-1) / m.sum(-1).clamp(min=1.0)
+    sim = chunkwise_similarity(v, a, valid)
+    assert torch.allclose(sim, ref_sim, atol=1e-6)
+    labels = torch.arange(5)
+    for tau in (0.07, 0.5):
+        a2v = F.cross_entropy((sim / tau).t(), labels)
+        assert torch.allclose(infonce_loss(sim, tau, bidirectional=False), a2v, atol=1e-5)
+        both = 0.5 * (F.cross_entropy(sim / tau, labels) + a2v)
+        assert torch.allclose(infonce_loss(sim, tau), both, atol=1e-5)
+    (gr,) = torch.autograd.grad(infonce_loss(sim, 0.07), v)
+    (gr_ref,) = torch.autograd.grad(0.5 * (F.cross_entropy(ref_sim / 0.07, labels)
+                                           + F.cross_entropy((ref_sim / 0.07).t(), labels)), v)
+    assert torch.allclose(gr, gr_ref, atol=1e-5)

@@ -80,6 +80,30 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         assert torch.allclose(x, y, atol=1e-6), k
 
 
+def test_resume_reads_a_checkpoint_of_the_older_layout(tmp_path):
+    """Before issue 17: one state.safetensors (model.*, norm.*, opt.<i>.<name>, torch_rng) + state.json."""
+    from safetensors.torch import load_file, save_file
+
+    d = synthetic_dataset(n_skills=3, n_demos=4, seed=2)
+    tr, _ = split_by_demo(d, 0.3, seed=0)
+    a, _ = train_adapters(d.subset(tr), None, _cfg(steps=20), out=tmp_path / "a", progress=False)
+    train_adapters(d.subset(tr), None, _cfg(steps=10, checkpoint_every=10), out=tmp_path / "b", progress=False)
+    ck = tmp_path / "b" / "checkpoint"
+    meta = json.loads((ck / "state.json").read_text())
+    model, rest = load_file(str(ck / "model.safetensors")), load_file(str(ck / "state.safetensors"))
+    old = {f"model.{k}": v for k, v in model.items() if not k.startswith("normalizer.")}
+    old.update({"norm.mean": model["normalizer.mean"], "norm.std": model["normalizer.std"],
+                "torch_rng": rest["extra/torch_rng"]})
+    old.update({f"opt.{k.split('/')[2]}.{k.split('/')[3]}": v for k, v in rest.items() if k.startswith("optimizer/state/")})
+    for f in ck.iterdir():
+        f.unlink()
+    save_file(old, str(ck / "state.safetensors"))
+    (ck / "state.json").write_text(json.dumps({"step": 10, "rng": meta["extra"]["rng"], "variant": "bi_infonce"}))
+    b, _ = train_adapters(d.subset(tr), None, _cfg(steps=20), out=tmp_path / "b", resume=True, progress=False)
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
+
+
 def test_compare_variants_table(tmp_path):
     d = synthetic_dataset(n_skills=3, n_demos=4, seed=3)
     m = run(_cfg(steps=10, compare=True, eval_every=10), tmp_path / "cmp", data=d, progress=False)

@@ -61,6 +61,33 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 6
 
 
+def test_resume_reads_a_checkpoint_of_the_older_layout(trained, tmp_path):
+    """Before issue 17: checkpoint/transformer/ (diffusers layout), optimizer.pt (torch.save), state.json."""
+    import shutil
+
+    from diffusers import CosmosTransformer3DModel
+
+    out, _, data = trained
+    shutil.copytree(out, tmp_path / "wm")
+    ck = tmp_path / "wm" / "checkpoint"
+    m = run(TrainWMConfig(**dict(FAST, steps=6)), tmp_path / "wm", resume=True, videos=data)  # a new-format checkpoint at 6
+    state = json.loads((ck / "state.json").read_text())
+    opt = torch.optim.AdamW(WorldModel.load(tmp_path / "wm").transformer.parameters())
+    from world2act.utils.training import load_training_state
+
+    st = load_training_state(ck, optimizer=opt)
+    tr = CosmosTransformer3DModel.from_config(WorldModel.load(tmp_path / "wm").transformer.config)
+    tr.load_state_dict(st.model_state)
+    tr.save_pretrained(ck / "transformer", safe_serialization=True)
+    torch.save(opt.state_dict(), ck / "optimizer.pt")
+    for f in ("model.safetensors", "state.safetensors"):
+        (ck / f).unlink()
+    (ck / "state.json").write_text(json.dumps({"step": 6, **state["extra"]}))
+    m = run(TrainWMConfig(**dict(FAST, steps=8)), tmp_path / "wm", resume=True, videos=data)
+    assert m["steps"] == 8
+    assert json.loads((ck / "state.json").read_text())["format"] == "world2act-training-state"
+
+
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, monkeypatch):
     data = synthetic_clips(8)
     calls = {"n": 0}

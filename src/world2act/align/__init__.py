@@ -15,6 +15,7 @@ from world2act.align.losses import (
     global_infonce,
     global_similarity,
     infonce_from_similarity,
+    infonce_loss,
     marginal_from_similarity,
     marginal_loss,
     reconstruction_loss,
@@ -30,7 +31,7 @@ __all__ = [
     "ActionAdapter", "VideoAdapter", "ActionDecoder", "ActionNormalizer", "AlignConfig", "AdapterConfig",
     "AlignmentBundle", "AlignData", "split_by_demo", "synthetic_dataset", "LOSS_VARIANTS",
     "chunkwise_similarity", "global_similarity", "bidirectional_infonce", "single_infonce", "global_infonce",
-    "marginal_loss", "infonce_from_similarity", "marginal_from_similarity", "contrastive_loss",
+    "marginal_loss", "infonce_from_similarity", "infonce_loss", "marginal_from_similarity", "contrastive_loss",
     "reconstruction_loss", "stage1_loss", "retrieval_metrics", "evaluate_bundle", "NegativeSampler",
     "NegativeBatch", "train_adapters",
 ]

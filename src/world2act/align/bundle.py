@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from world2act import World2ActError
 from world2act.align.modules import ActionAdapter, ActionDecoder, ActionNormalizer, VideoAdapter
@@ -89,8 +90,12 @@ class AdapterConfig:
         return cls(**kw)
 
 
-class AlignmentBundle:
+class AlignmentBundle(nn.Module):
     """Frozen-or-trainable Stage-1 networks plus the action normaliser (what Stage 2 loads).
+
+    An ``nn.Module``: ``parameters()`` are those of f_v, f_a, g_a (in that order);
+    ``state_dict()`` also holds the normaliser's ``normalizer.mean`` / ``normalizer.std``
+    buffers; ``to`` / ``train`` / ``eval`` act on all of it.
 
     Attributes:
         f_v: :class:`VideoAdapter` ``[B, T, C, H', W'] -> [B, T, D]``.
@@ -101,6 +106,7 @@ class AlignmentBundle:
     """
 
     def __init__(self, config: AdapterConfig, seed: int | None = None):
+        super().__init__()
         if seed is not None:
             torch.manual_seed(seed)
         self.config = config
@@ -110,32 +116,14 @@ class AlignmentBundle:
         self.normalizer = ActionNormalizer(config.action_dim)
 
     # ------------------------------------------------------------------ helpers
-    def modules(self) -> dict[str, torch.nn.Module]:
-        """``{"f_v": ..., "f_a": ..., "g_a": ...}``."""
+    def adapters(self) -> dict[str, nn.Module]:
+        """``{"f_v": ..., "f_a": ..., "g_a": ...}`` (before this was an ``nn.Module``: ``modules()``)."""
         return {"f_v": self.f_v, "f_a": self.f_a, "g_a": self.g_a}
-
-    def parameters(self):
-        for m in self.modules().values():
-            yield from m.parameters()
-
-    def to(self, device) -> "AlignmentBundle":
-        for m in (*self.modules().values(), self.normalizer):
-            m.to(device)
-        return self
-
-    def train(self, mode: bool = True) -> "AlignmentBundle":
-        for m in self.modules().values():
-            m.train(mode)
-        return self
-
-    def eval(self) -> "AlignmentBundle":
-        return self.train(False)
 
     def freeze(self) -> "AlignmentBundle":
         """Eval mode and ``requires_grad=False`` on every parameter (Stage 2 uses frozen f_v, f_a)."""
         self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
+        self.requires_grad_(False)
         return self
 
     def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
@@ -146,23 +134,23 @@ class AlignmentBundle:
         """Normalised actions ``[..., A]`` → raw environment units."""
         return self.normalizer.unnormalize(actions)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{name}.{k}": v for name, m in self.modules().items() for k, v in m.state_dict().items()}
-
-    def load_state_dict(self, sd: dict[str, torch.Tensor], where: str = WEIGHTS) -> None:
-        for name, m in self.modules().items():
-            part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
-            try:
-                m.load_state_dict(part)
-            except RuntimeError as e:
-                raise World2ActError(f"{where}: weights of {name} do not fit its config ({str(e).splitlines()[0]})") from None
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *, where: str = WEIGHTS):
+        """``nn.Module.load_state_dict``; a dict without ``normalizer.*`` keys (``model.safetensors``)
+        keeps the current normaliser. Raises ``World2ActError`` naming ``where`` when the weights do not fit."""
+        sd = dict(state_dict)
+        if not any(k.startswith("normalizer.") for k in sd):
+            sd.update({f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()})
+        try:
+            return super().load_state_dict(sd, strict=strict, assign=assign)
+        except RuntimeError as e:
+            raise World2ActError(f"{where}: weights do not fit its config ({' '.join(str(e).split())[:400]})") from None
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors``, ``normalizer.safetensors`` atomically."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("normalizer.")}
         with atomic_path(d / WEIGHTS) as tmp:
             save_file(sd, str(tmp), metadata={"format": "world2act-align"})
         with atomic_path(d / NORMALIZER) as tmp:
@@ -189,7 +177,7 @@ class AlignmentBundle:
         cfg = AdapterConfig.from_dict({k: v for k, v in raw.items() if k not in extra_keys
                                        and k in {f.name for f in dataclasses.fields(AdapterConfig)}}, str(d / CONFIG))
         b = cls(cfg)
-        b.load_state_dict(load_file(str(d / WEIGHTS)), str(d / WEIGHTS))
+        b.load_state_dict(load_file(str(d / WEIGHTS)), where=str(d / WEIGHTS))
         norm = load_file(str(d / NORMALIZER))
         if "mean" not in norm or "std" not in norm or norm["mean"].shape != (cfg.action_dim,):
             raise World2ActError(f"{d / NORMALIZER}: expected mean/std of shape [{cfg.action_dim}]")

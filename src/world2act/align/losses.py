@@ -161,6 +161,26 @@ def infonce_from_similarity(sim: torch.Tensor, tau: float = 0.07, candidates: to
     return sum(out) / len(out)
 
 
+def infonce_loss(sim: torch.Tensor, tau: float = 0.07, bidirectional: bool = True,
+                 candidates: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 1 from a similarity matrix: the one implementation Stage 1 and Stage 2 share.
+
+    Args:
+        sim: ``[N, N]`` with ``sim[i, j] = s(v_i, a_j)`` (e.g. :func:`chunkwise_similarity`
+            with the rollouts' valid-chunk mask); positives on the diagonal.
+        tau: temperature τ (paper 0.07).
+        bidirectional: average the video→action and action→video terms (the paper); False
+            keeps action→video only (Table S3 "single InfoNCE").
+        candidates / anchors: as :func:`infonce_from_similarity` (default: every other row is a
+            negative of every anchor).
+
+    Returns:
+        scalar loss, ``mean_i -log softmax_j(s_ji / τ)[i]`` (action→video) averaged with its
+        video→action twin when ``bidirectional``.
+    """
+    return infonce_from_similarity(sim, tau, candidates, anchors, "both" if bidirectional else "a2v")
+
+
 def marginal_from_similarity(sim: torch.Tensor, margin: float = 0.2, candidates: torch.Tensor | None = None,
                              anchors: torch.Tensor | None = None, direction: str = "both") -> torch.Tensor:
     """Hinge (margin) contrastive loss on a similarity matrix (Table S3 "Marginal").

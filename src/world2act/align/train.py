@@ -118,40 +118,42 @@ class AlignConfig:
 # --------------------------------------------------------------------------- checkpoints
 def _save_state(d: Path, bundle: AlignmentBundle, opt: torch.optim.Optimizer, step: int, rng: np.random.Generator,
                 extra: dict) -> None:
-    from safetensors.torch import save_file
+    from world2act.utils.training import save_training_state
 
-    d.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in bundle.state_dict().items()}
-    tensors["norm.mean"] = bundle.normalizer.mean.cpu().contiguous()
-    tensors["norm.std"] = bundle.normalizer.std.cpu().contiguous()
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    tensors["torch_rng"] = torch.get_rng_state()
-    with atomic_path(d / "state.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_json(d / "state.json", {"step": step, "rng": rng.bit_generator.state, **extra})
+    save_training_state(d, model_state=bundle.state_dict(), optimizer=opt, step=step,
+                        extra={"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), **extra})
 
 
 def _load_state(d: Path, bundle: AlignmentBundle, opt: torch.optim.Optimizer, rng: np.random.Generator) -> int:
+    from world2act.utils.training import load_training_state
+
+    if "format" not in read_json(d / "state.json") and (d / "state.safetensors").is_file():
+        st = _read_legacy_state(d, opt)
+    else:
+        st = load_training_state(d, optimizer=opt)
+    bundle.load_state_dict(st.model_state, where=str(st.folder / "model.safetensors"))
+    torch.set_rng_state(st.extra["torch_rng"])
+    rng.bit_generator.state = st.extra["rng"]
+    return st.step
+
+
+def _read_legacy_state(d: Path, opt: torch.optim.Optimizer):
+    """A checkpoint from an older world2act: one ``state.safetensors`` with ``model.*``,
+    ``norm.mean``/``norm.std``, ``opt.<i>.<name>`` and ``torch_rng``; restores ``opt`` in place."""
     from safetensors.torch import load_file
 
-    meta = read_json(d / "state.json")
-    t = load_file(str(d / "state.safetensors"))
-    bundle.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")}, str(d / "state.safetensors"))
-    bundle.normalizer.mean.copy_(t["norm.mean"])
-    bundle.normalizer.std.copy_(t["norm.std"])
-    sd = opt.state_dict()
-    state: dict = {}
+    from world2act.utils.training import TrainingState
+
+    meta, t = read_json(d / "state.json"), load_file(str(d / "state.safetensors"))
+    model = {k[6:]: v for k, v in t.items() if k.startswith("model.")}
+    model.update({"normalizer.mean": t["norm.mean"], "normalizer.std": t["norm.std"]})
+    sd, state = opt.state_dict(), {}
     for k, v in t.items():
         if k.startswith("opt."):
             _, i, name = k.split(".", 2)
             state.setdefault(int(i), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    torch.set_rng_state(t["torch_rng"])
-    rng.bit_generator.state = meta["rng"]
-    return int(meta["step"])
+    opt.load_state_dict({**sd, "state": state})
+    return TrainingState(int(meta["step"]), model, None, {"rng": meta["rng"], "torch_rng": t["torch_rng"]}, d, legacy=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -175,6 +177,7 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         :func:`evaluate_bundle` metrics.
     """
     from world2act.utils.progress import progress_bar
+    from world2act.utils.training import checkpoint_folder
 
     info = train.shape_info
     base = adapter_cfg or AdapterConfig()
@@ -197,8 +200,8 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         ck = out / CHECKPOINT
-        if resume and (ck / "state.json").is_file():
-            start = _load_state(ck, bundle, opt, rng)
+        if resume and checkpoint_folder(ck) is not None:
+            start = _load_state(checkpoint_folder(ck), bundle, opt, rng)
             log.info("%s: resuming at step %d", desc, start)
             if (out / CURVES).is_file():
                 curves = [json.loads(x) for x in (out / CURVES).read_text().splitlines() if x.strip()]

@@ -539,6 +539,7 @@ def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed
 
     from world2act.policies.flow_policy import FlowPolicy, FlowPolicyNet
     from world2act.policies.train_base import _lr_at, batch_loss, optimizer_step, sample_batch
+    from world2act.utils.training import ModuleEMA
 
     started = time.time()
     pcfg = policy.config
@@ -549,6 +550,7 @@ def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed
     ema = FlowPolicyNet(pcfg).to(device)
     ema.load_state_dict(policy.net.state_dict())
     ema.requires_grad_(False)
+    ema = ModuleEMA(net, ema, fcfg.ema_decay)
     opt = torch.optim.AdamW(net.parameters(), lr=fcfg.lr, weight_decay=fcfg.weight_decay, betas=(0.9, 0.95))
     real = dataclasses.replace(demos, images={c: resize_frames(demos.images[c], policy.image_size) for c in cams})
     tasks = list(dict.fromkeys(list(real.tasks) + list(pseudo.tasks)))
@@ -575,7 +577,7 @@ def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed
             g["lr"] = _lr_at(step, fcfg)
         loss = batch_loss(net, policy.normalizer, batch, lang, cameras=cams, image_size=pcfg.image_size,
                           augment_shift=fcfg.augment_shift, generator=gen, device=device)
-        optimizer_step(net, ema, opt, loss, step, fcfg.ema_decay)
+        optimizer_step(net, ema, opt, loss)
         lv = float(loss.detach())
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         if (step + 1) % 25 == 0 or step + 1 == fcfg.steps:
@@ -583,7 +585,7 @@ def finetune(policy, demos, pseudo: PseudoSamples, fcfg: FinetuneConfig, *, seed
     metrics = {"steps": fcfg.steps, "final_loss": loss_ema, "batch_real": n_r, "batch_pseudo": n_p,
                "real_frames": len(real), "pseudo_samples": len(pseudo),
                "train_minutes": round((time.time() - started) / 60, 3)}
-    return FlowPolicy(pcfg, policy.normalizer, ema, device=device), metrics, curve
+    return FlowPolicy(pcfg, policy.normalizer, ema.shadow, device=device), metrics, curve
 
 
 # ---------------------------------------------------------------------------- run

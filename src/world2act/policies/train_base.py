@@ -223,46 +223,31 @@ def batch_loss(net, normalizer, batch: dict, lang: torch.Tensor, *, cameras: tup
                     generator=generator)
 
 
-def optimizer_step(net, ema, opt, loss: torch.Tensor, step: int, ema_decay: float, grad_clip: float = 1.0) -> None:
-    """Backward, clip the gradient norm, one optimiser step, then the weights' EMA (decay warmed
-    up as ``min(ema_decay, (1 + step) / (10 + step))``; ``ema_decay`` 0 copies the weights)."""
+def optimizer_step(net, ema, opt, loss: torch.Tensor, grad_clip: float = 1.0) -> None:
+    """Backward, clip the gradient norm, one optimiser step, then one update of the weights' EMA
+    (a :class:`world2act.utils.training.ModuleEMA`)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
     opt.step()
-    with torch.no_grad():
-        d = min(ema_decay, (1 + step) / (10 + step)) if ema_decay > 0 else 0.0
-        for pe, pn in zip(ema.parameters(), net.parameters()):
-            pe.mul_(d).add_(pn.detach(), alpha=1 - d)
-        for be, bn in zip(ema.buffers(), net.buffers()):
-            be.copy_(bn)
+    ema.update(net)
 
 
 def _lr_at(step: int, cfg: TrainBaseConfig, time_frac: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to 10 % of ``lr``. The decay follows the larger of the
     step progress and ``time_frac`` (elapsed / ``max_minutes``), so a run stopped by its time
     budget still ends at the low learning rate (such runs are not bit-reproducible)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), time_frac)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+    from world2act.utils.training import cosine_lr_factor
+
+    return cfg.lr * cosine_lr_factor(step, cfg.steps, cfg.warmup_steps, 0.1, progress=time_frac)
 
 
 def _save_checkpoint(ckpt: Path, net, ema, opt, step: int, elapsed: float, normalizer=None) -> None:
-    from safetensors.torch import save_file
+    from world2act.utils.training import save_training_state
 
-    from world2act.utils.io import atomic_path, write_json
-
-    ckpt.mkdir(parents=True, exist_ok=True)
-    with atomic_path(ckpt / "model.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    with atomic_path(ckpt / "ema.safetensors") as tmp:
-        save_file({k: v.detach().contiguous() for k, v in ema.state_dict().items()}, str(tmp))
-    if normalizer is not None:
-        normalizer.save(ckpt / "normalizer.safetensors")
-    with atomic_path(ckpt / "optimizer.pt") as tmp:
-        torch.save(opt.state_dict(), tmp)
-    write_json(ckpt / "state.json", {"step": step, "elapsed_s": elapsed})  # written last: marks a complete checkpoint
+    save_training_state(ckpt, model_state=net.state_dict(), optimizer=opt, ema=ema.shadow.state_dict(), step=step,
+                        extra={"elapsed_s": elapsed},
+                        files={"normalizer.safetensors": normalizer.save} if normalizer is not None else None)
 
 
 def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: bool = False,
@@ -278,7 +263,6 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     Raises:
         World2ActError: bad dataset/config, or an ``out`` folder in use without resume/overwrite.
     """
-    from safetensors.torch import load_file
     from world2act.utils.progress import progress_bar
 
     from world2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig, FlowPolicyNet
@@ -287,6 +271,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import seed_everything, set_torch_threads
     from world2act.utils.tracking import check_backend, make_tracker
+    from world2act.utils.training import ModuleEMA, checkpoint_folder, load_training_state
 
     if not cfg.dataset and demos is None:
         raise World2ActError("train-base: --dataset is required")
@@ -306,8 +291,9 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                             image_size=(int(H), int(W)), d_model=cfg.d_model, cnn_channels=cfg.cnn_channels, enc_layers=cfg.enc_layers,
                             dec_layers=cfg.dec_layers, flow_steps=cfg.flow_steps)
     ckpt = out / CKPT
-    if resume and (ckpt / "normalizer.safetensors").is_file():  # keep the units the weights were trained in
-        normalizer = Normalizer.load(ckpt / "normalizer.safetensors")
+    found = checkpoint_folder(ckpt) if resume else None
+    if found is not None and (found / "normalizer.safetensors").is_file():  # keep the units the weights were trained in
+        normalizer = Normalizer.load(found / "normalizer.safetensors")
     else:
         normalizer = Normalizer.fit_arrays({"observation.state": demos.states, "action": demos.actions})
     net = FlowPolicyNet(pcfg).to(device)
@@ -319,16 +305,16 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     lang_all = policy.embed_tasks(demos.tasks)  # [n_tasks, 384]
 
     start_step, prev_elapsed = 0, 0.0
-    if resume and (ckpt / "state.json").is_file():
-        st = read_json(ckpt / "state.json")
+    if found is not None:
+        st = load_training_state(ckpt, optimizer=opt)
         try:
-            net.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-            ema.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
-            opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        except Exception as e:  # noqa: BLE001
-            raise World2ActError(f"{ckpt}: cannot resume, checkpoint does not fit this config ({type(e).__name__}: {e})") from None
-        start_step, prev_elapsed = int(st["step"]), float(st.get("elapsed_s", 0.0))
+            net.load_state_dict(st.model_state)
+            ema.load_state_dict(st.ema_state or {})
+        except RuntimeError as e:
+            raise World2ActError(f"{ckpt}: cannot resume, checkpoint does not fit this config ({str(e).splitlines()[0]})") from None
+        start_step, prev_elapsed = st.step, float(st.extra.get("elapsed_s", 0.0))
         log.info("resuming from step %d", start_step)
+    ema = ModuleEMA(net, ema, cfg.ema_decay, step=start_step)
 
     K = cfg.chunk_size
     curve: list[dict] = []
@@ -356,7 +342,7 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
                 g["lr"] = lr_now
             loss = batch_loss(net, normalizer, b, lang_all[torch.from_numpy(b["task_index"])], cameras=cams,
                               image_size=pcfg.image_size, augment_shift=cfg.augment_shift, generator=gen, device=device)
-            optimizer_step(net, ema, opt, loss, step, cfg.ema_decay)
+            optimizer_step(net, ema, opt, loss)
             step += 1
             lv = float(loss.detach())
             loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv

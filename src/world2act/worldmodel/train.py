@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import time
@@ -115,12 +114,11 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
     """
     import torch
     from world2act.utils.progress import progress_bar
+    from world2act.utils.training import cosine_scheduler
 
     vae.train().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    warm = max(1, cfg.vae_steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (
-        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.vae_steps, 1), 1.0)))))
+    sched = cosine_scheduler(opt, cfg.vae_steps, max(1, cfg.vae_steps // 20), 0.05, overlap=True)
     n, t, h, w = train_videos.shape[:4]
     ch, cw = (min(cfg.vae_crop, h), min(cfg.vae_crop, w)) if cfg.vae_crop else (h, w)
     nf = min(cfg.vae_frames, t) if cfg.vae_frames else t  # longer than a clip = the whole clip
@@ -454,52 +452,41 @@ class _TransformerRun:
         return self.out / "checkpoint"
 
     def save_ckpt(self) -> None:
-        """Write ``checkpoint/`` atomically (transformer, optimiser, step, loss log)."""
-        import torch
+        """Write ``checkpoint/`` atomically (transformer, optimiser, schedule, step, loss log)."""
+        from world2act.utils.training import save_training_state
 
-        from world2act.utils.io import write_json
-
-        out, ckpt = self.out, self.ckpt
-        tmp = out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.acc.unwrap_model(self.tr).save_pretrained(tmp / "transformer", safe_serialization=True)
-        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-        write_json(tmp / "state.json", {"step": self.step, "loss_log": self.loss_log,
-                                        "val_loss_start": self.metrics["val_loss_start"]})
-        old = out / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        save_training_state(self.ckpt, model_state=self.acc.unwrap_model(self.tr).state_dict(), optimizer=self.opt,
+                            scheduler=self.sched, step=self.step,
+                            extra={"loss_log": [list(r) for r in self.loss_log],
+                                   "val_loss_start": self.metrics["val_loss_start"]})
 
 
 def _transformer_setup(cfg: TrainWMConfig, out: Path, model, device: str, metrics: dict) -> _TransformerRun:
     """Optimiser, warm-up + cosine schedule and Accelerator for the transformer; resumes from
-    ``out/checkpoint`` when it exists."""
+    ``out/checkpoint`` when it exists (also one written by an older world2act, with the
+    transformer in ``checkpoint/transformer/``)."""
     import torch
     from accelerate import Accelerator
 
-    from world2act.utils.io import read_json
+    from world2act.utils.training import checkpoint_folder, cosine_scheduler, load_training_state
 
     acc = Accelerator(cpu=device == "cpu")
     tr = model.transformer
     opt = torch.optim.AdamW(tr.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    lr_fn = lambda s: min(1.0, (s + 1) / max(cfg.warmup, 1)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.steps, 1), 1.0))))  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn)
+    sched = cosine_scheduler(opt, cfg.steps, cfg.warmup, 0.1, overlap=True)
     ckpt = out / "checkpoint"
     step = 0
     loss_log: list[tuple[int, float, float]] = []
-    if (ckpt / "state.json").is_file():
-        from diffusers import CosmosTransformer3DModel
+    if checkpoint_folder(ckpt) is not None:
+        st = load_training_state(ckpt, optimizer=opt, scheduler=sched)
+        if not st.model_state and (st.folder / "transformer").is_dir():  # older world2act
+            from diffusers import CosmosTransformer3DModel
 
-        st = read_json(ckpt / "state.json")
-        tr.load_state_dict(CosmosTransformer3DModel.from_pretrained(ckpt / "transformer").state_dict())
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        step = int(st["step"])
-        loss_log = [tuple(x) for x in st.get("loss_log", [])]
-        metrics["val_loss_start"] = st.get("val_loss_start")
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_fn, last_epoch=step - 1) if step else sched
+            st.model_state = CosmosTransformer3DModel.from_pretrained(st.folder / "transformer").state_dict()
+        tr.load_state_dict(st.model_state)
+        step = st.step
+        loss_log = [tuple(x) for x in st.extra.get("loss_log", [])]
+        metrics["val_loss_start"] = st.extra.get("val_loss_start")
         log.info("resuming from step %d", step)
     tr, opt = acc.prepare(tr, opt)
     model.transformer = acc.unwrap_model(tr)
