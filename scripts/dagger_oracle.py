@@ -1,0 +1,192 @@
+"""The state-conditioned action oracle for Stage 2, offline (docs/results.md, issue 15).
+
+Separates "can a residual on this base learn a useful correction at all?" from "do the latent
+targets say the right thing?": the residual (:class:`world2act.policies.residual.ResidualPolicy`)
+is fitted to the scripted expert's chunk queried from each rollout chunk's own start state
+(:meth:`ManipulationEnv.expert_chunk`), on rollouts of the base from post-training init states.
+
+    # 1. rollouts of the base (or of a residual policy: --policy DIR) with expert relabels
+    python scripts/dagger_oracle.py collect --base runs/mw/base4k --align runs/mw/align \
+        --benchmark metaworld --tasks pick-place-v3,bin-picking-v3,assembly-v3,shelf-place-v3 \
+        --per-task 24 --out runs/mw/dag/round0.safetensors
+    # 2. fit the residual (squared error in executed-action space), 1/6 of init states held out
+    python scripts/dagger_oracle.py fit --base runs/mw/base4k --align runs/mw/align \
+        --data runs/mw/dag/round0.safetensors --head latent --steps 1500 --lr 1e-3 --fit-max-delta 0 --max-delta 0.2 \
+        --out runs/mw/dag/fit-latent-m0.2
+    # 3. judge on validation init states, then (once) on evaluation ones
+    world2act eval --policy runs/mw/dag/fit-latent-m0.2 --benchmark metaworld --tasks ... --init-states validation ...
+
+``--max-delta`` is stored in the policy (the trust region m·tanh(Δa/m) applies at inference);
+``--fit-max-delta`` is the bound during the fit (default: the same; the measured run fitted
+unbounded, ``--fit-max-delta 0``, and bounded at inference).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _components(args):
+    from world2act.align import AlignmentBundle
+    from world2act.policies.io import load_policy
+
+    base = load_policy(args.base, benchmark=args.benchmark)
+    return base, AlignmentBundle.load(args.align)
+
+
+def collect(args) -> None:
+    from world2act.envs import resolve_tasks
+    from world2act.envs.parallel import VectorEnv
+    from world2act.policies.io import load_policy
+    from world2act.policies.residual import ResidualPolicy
+    from world2act.posttrain.loop import base_max_steps, posttrain_seeds, rollout
+    from world2act.utils.io import atomic_path
+    from world2act.utils.seeding import torch_threads
+
+    base, bundle = _components(args)
+    policy = (load_policy(args.policy, benchmark=args.benchmark) if args.policy
+              else ResidualPolicy.create(base, bundle, camera=base.cameras[0], align_dir=args.align))
+    camera = policy.residual.config.camera
+    tasks = resolve_tasks(args.benchmark, args.tasks)
+    K, cams = int(base.chunk_size), tuple(base.cameras)
+    T = base_max_steps(args.benchmark, tasks[0]) // K
+    parts: dict[str, list] = {k: [] for k in ("images", "states", "base_chunks", "valid", "relabels", "success", "task", "seed")}
+    venv, t0 = None, time.time()
+    try:
+        for ti, task in enumerate(tasks):
+            seeds = posttrain_seeds(args.benchmark, task, args.first + args.per_task)[args.first:]
+            for b in range(0, len(seeds), args.num_envs):
+                ss = seeds[b:b + args.num_envs]
+                if venv is None:
+                    venv = VectorEnv(args.benchmark, [task] * len(ss), workers=args.workers,
+                                     camera_size=tuple(base.image_size), cameras=cams)
+                else:
+                    venv.set_tasks([task] * len(ss))
+                venv.reset([dict(seed=s) for s in ss])
+                policy.reset()
+                policy.seed(args.seed * 100_003 + 100 * ti + b)
+                with torch_threads(1):
+                    ro = rollout(venv, policy, T, camera, cams, relabel=True)
+                parts["images"].append((ro["images"] * 255).round().to(torch.uint8))
+                for k in ("states", "base_chunks"):
+                    parts[k].append(ro[k])
+                parts["valid"].append(ro["valid"].to(torch.uint8))
+                parts["relabels"].append(torch.as_tensor(bundle.normalize_actions(torch.from_numpy(ro["relabels"])),
+                                                         dtype=torch.float32))
+                parts["success"].append(torch.from_numpy(ro["success"]).to(torch.uint8))
+                parts["task"].append(torch.full((len(ss),), ti))
+                parts["seed"].append(torch.tensor(ss))
+                print(f"{task} init states {b}..{b + len(ss) - 1}: success {ro['success'].mean():.2f} "
+                      f"errors {len(ro['errors'])} ({time.time() - t0:.0f} s)", flush=True)
+    finally:
+        if venv is not None:
+            venv.close()
+    data = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+    with atomic_path(Path(args.out)) as tmp:
+        save_file(data, str(tmp), metadata={"args": json.dumps(vars(args))})
+    print(f"saved {args.out}: {data['images'].shape[0]} rollouts, success {data['success'].float().mean():.3f}")
+
+
+def fit(args) -> None:
+    from world2act.policies.residual import ResidualPolicy
+    from world2act.posttrain.loop import executed_action_space
+
+    torch.manual_seed(args.seed)
+    base, bundle = _components(args)
+    policy = ResidualPolicy.create(base, bundle, camera=base.cameras[0], align_dir=args.align, seed=args.seed,
+                                   max_delta=args.max_delta if args.fit_max_delta is None else args.fit_max_delta,
+                                   head=args.head)
+    D = [load_file(f) for f in args.data]
+    cat = lambda k: torch.cat([d[k] for d in D])  # noqa: E731
+    imgs, st, basec, exp, valid, seed = (cat("images"), cat("states"), cat("base_chunks"), cat("relabels"),
+                                         cat("valid").bool(), cat("seed"))
+    held = ((seed % 100_000) % 6) == 5  # 1/6 of the init states held out
+    policy.fit_state_norm(st[valid & ~held[:, None]])
+    m, s = policy.state_norm()
+    space = executed_action_space(bundle)
+    tr, te = (valid & ~held[:, None]).nonzero(), (valid & held[:, None]).nonzero()
+    net = policy.residual
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
+
+    def batch(idx):
+        n, t = idx[:, 0], idx[:, 1]
+        return imgs[n, t].float() / 255, (st[n, t] - m) / s, basec[n, t], exp[n, t]
+
+    @torch.no_grad()
+    def score(idx) -> dict:
+        if len(idx) == 0:
+            return {}
+        net.eval()
+        e_b, e_r, tow = [], [], []
+        for i in range(0, len(idx), 512):
+            im, ss, b, e = batch(idx[i:i + 512])
+            d = net(im, ss, b)
+            bb = space(b)
+            e_b.append((bb - e).abs().mean((1, 2)))
+            e_r.append((space(b + d) - e).abs().mean((1, 2)))
+            tow.append(torch.nn.functional.cosine_similarity(d.flatten(1), (e - bb).flatten(1), dim=1))
+        net.train()
+        return {"expert_err_base": float(torch.cat(e_b).mean()), "expert_err": float(torch.cat(e_r).mean()),
+                "toward_expert": float(torch.cat(tow).nan_to_num().mean())}
+
+    g = torch.Generator().manual_seed(args.seed)
+    t0 = time.time()
+    for step in range(1, args.steps + 1):
+        im, ss, b, e = batch(tr[torch.randint(len(tr), (args.batch,), generator=g)])
+        loss = ((space(b + net(im, ss, b)) - e) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % max(1, args.steps // 6) == 0 or step == args.steps:
+            print(f"step {step}: loss {loss.item():.4f} held-out {score(te)} ({time.time() - t0:.0f} s)", flush=True)
+    net.config.max_delta = float(args.max_delta)  # the bound the saved policy applies at inference
+    net.eval()
+    policy.save(args.out, base_source=args.base)
+    report = {"args": vars(args), "train": score(tr[:4096]), "held_out": score(te), "wall_s": time.time() - t0,
+              "chunks": {"train": len(tr), "held_out": len(te)}}
+    Path(args.out, "fit.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps(report["held_out"]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("collect", "fit"):
+        q = sub.add_parser(name)
+        q.add_argument("--base", required=True)
+        q.add_argument("--align", required=True)
+        q.add_argument("--benchmark", default="metaworld")
+        q.add_argument("--out", required=True)
+        q.add_argument("--seed", type=int, default=0)
+    c = sub.choices["collect"]
+    c.add_argument("--tasks", required=True)
+    c.add_argument("--policy", default="", help="a residual policy folder to roll out instead of the base (DAgger round > 0)")
+    c.add_argument("--per-task", type=int, default=24)
+    c.add_argument("--first", type=int, default=0, help="first post-training init-state index")
+    c.add_argument("--num-envs", type=int, default=8)
+    c.add_argument("--workers", type=int, default=2)
+    f = sub.choices["fit"]
+    f.add_argument("--data", nargs="+", required=True)
+    f.add_argument("--head", default="latent", choices=["decoder", "latent", "linear"])
+    f.add_argument("--steps", type=int, default=1500)
+    f.add_argument("--batch", type=int, default=64)
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--max-delta", type=float, default=0.2, help="trust region stored in the policy (inference)")
+    f.add_argument("--fit-max-delta", type=float, default=None,
+                   help="trust region during the fit (default: --max-delta; 0 = fit unbounded, bound at inference only)")
+    args = p.parse_args()
+    collect(args) if args.cmd == "collect" else fit(args)
+
+
+if __name__ == "__main__":
+    main()
