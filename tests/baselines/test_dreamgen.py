@@ -170,7 +170,7 @@ def _cli(tiny, out, *extra, policy="base", wm="wm", dataset="demos", benchmark="
     (dict(dataset="demos3"), r"mismatched components: policy .*base action_dim = 4 but dataset .*demos3 action_dim = 3"),
     (dict(policy="base_k6"), r"chunk_size = 6 is not a multiple of world model .* frame_stride = 4"),
     (dict(wm="wm_c3"), r"cameras = \['corner2', 'gripperPOV'\] but world model .*wm_c3 imagines \['corner2', 'corner3'\]"),
-    (dict(benchmark="libero_object_swap"), r"benchmark libero_object_swap has no post-training init-state seeds"),
+    (dict(benchmark="libero_object_env"), r"benchmark libero_object_env has no post-training init-state seeds"),
 ])
 def test_bad_input_fails_in_one_line_before_any_work(tiny, tmp_path, capsys, kw, words):
     out = tmp_path / "out"
