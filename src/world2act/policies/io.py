@@ -5,6 +5,7 @@ A policy folder holds ``config.json`` whose ``"type"`` field names a registered 
 * ``"flow"``: the built-in flow-matching base policy (``config.json`` + ``model.safetensors`` +
   ``normalizer.safetensors``), see :mod:`world2act.policies.flow_policy`;
 * ``"residual"``: base + World2Act residual (registered by :mod:`world2act.policies.residual`);
+* ``"lora"``: base + World2Act LoRA adapters (Table S2; :mod:`world2act.policies.lora_policy`);
 * ``"remote"``: ``{"type": "remote", "url": "remote://HOST:PORT"}``, a policy served elsewhere
   (:mod:`world2act.policies.remote`);
 * further types can be added with :func:`register_policy_type`.
@@ -28,7 +29,7 @@ Loader = Callable[..., Policy]
 _REGISTRY: dict[str, Loader] = {}
 # types whose loader lives in a module that registers itself on import
 _LAZY = {"flow": "world2act.policies.flow_policy", "residual": "world2act.policies.residual",
-         "remote": "world2act.policies.remote"}
+         "remote": "world2act.policies.remote", "lora": "world2act.policies.lora_policy"}
 
 
 def register_policy_type(name: str, loader: Loader) -> None:

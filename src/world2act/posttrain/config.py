@@ -5,6 +5,10 @@ import dataclasses
 
 from world2act import World2ActError
 
+#: default LoRA targets (``adapter=lora``): the base flow policy's action head; the same as
+#: :data:`world2act.policies.lora_policy.DEFAULT_TARGETS` (kept here so the config loads without torch)
+LORA_TARGETS = ("decoder.layers.*.linear1", "decoder.layers.*.linear2", "act_in", "act_out")
+
 
 @dataclasses.dataclass
 class PostTrainConfig:
@@ -81,6 +85,20 @@ class PostTrainConfig:
             camera: agentview on LIBERO, corner2 on Meta-World).
         checkpoint_every: save a resumable checkpoint every this many iterations.
         seed: RNG seed (residual init, sampling, choice of initial states per round).
+        adapter: what Stage 2 trains: ``residual`` (the paper: a residual network on top of the
+            frozen base, Sec. 4.2) or ``lora`` (Table S2: low-rank adapters inside the frozen
+            base flow policy, the gradient flowing through its flow-matching sampling from the
+            rollout's own noise; :mod:`world2act.policies.lora_policy`). With ``lora`` the
+            residual's keys (``head``, ``gate_init``, ``max_delta``, ``camera``) do not act;
+            ``delta_l2`` penalises the adapted chunk's distance to the base chunk. Needs a local
+            ``flow`` base policy.
+        lora_rank: LoRA rank r (α = r, so the update is not rescaled).
+        lora_targets: glob patterns over the base network's module names that get adapters
+            (each must match an ``nn.Linear``; attention ``out_proj`` is refused). Default: the
+            flow-matching action head — the decoder's feed-forward layers and the action
+            input/output projections.
+        lora_sample_steps: Euler steps of the base's flow sampling with gradient, used at
+            rollout and update time alike (0 = the base policy's own ``flow_steps``).
     """
 
     policy: str = ""
@@ -117,9 +135,14 @@ class PostTrainConfig:
     camera: str = ""
     checkpoint_every: int = 5
     seed: int = 0
+    adapter: str = "residual"
+    lora_rank: int = 8
+    lora_targets: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGETS))
+    lora_sample_steps: int = 0
 
     def __post_init__(self) -> None:
         self.tasks = [str(t) for t in self.tasks]
+        self.lora_targets = [str(t) for t in self.lora_targets]
         if self.num_envs < 2:
             raise World2ActError(f"post-train: num_envs must be ≥ 2 (InfoNCE needs negatives), got {self.num_envs}")
         if self.init_states_per_task < self.num_envs:
@@ -129,7 +152,8 @@ class PostTrainConfig:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
                    "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
-                   "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear")}
+                   "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear"),
+                   "adapter": ("residual", "lora")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise World2ActError(f"post-train: {name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
@@ -141,3 +165,8 @@ class PostTrainConfig:
             raise World2ActError("post-train: replay and max_delta must be ≥ 0 and demo_sigma > 0")
         if not (self.tau > 0 and self.lr > 0):
             raise World2ActError("post-train: tau and lr must be positive")
+        if self.lora_rank < 1 or self.lora_sample_steps < 0:
+            raise World2ActError(f"post-train: lora_rank must be ≥ 1 and lora_sample_steps ≥ 0, got "
+                                 f"{self.lora_rank} and {self.lora_sample_steps}")
+        if not self.lora_targets:
+            raise World2ActError("post-train: lora_targets needs at least one module pattern")

@@ -301,19 +301,22 @@ def image_tensor(obs: dict, camera: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...], relabel: bool = False) -> dict:
+def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...], relabel: bool = False,
+            record_inputs: bool = False) -> dict:
     """Run ``n_chunks`` chunks of base + residual in every env of ``venv`` (open loop inside a chunk).
 
     Returns tensors ``images`` ``[N, T, 3, H, W]`` float, ``states`` ``[N, T, S]``,
     ``base_chunks`` ``[N, T, K, A]`` (normalised), ``valid`` ``[N, T]``; numpy ``widths``
     ``[N, T]`` (gripper width at each chunk start), ``success`` ``[N]`` (recorded for the
-    curves only, never used by the loss); ``errors``.
+    curves only, never used by the loss); ``errors``; with ``record_inputs`` (``adapter=lora``)
+    also ``base_inputs``: the policy's ``last_inputs`` after each chunk (the base's cameras,
+    state, instruction embedding and flow noise), stacked to ``[N, T, ...]``.
     """
     obs_list = venv.observe(cameras=cameras)
     N = len(obs_list)
     alive = np.ones(N, dtype=bool)
     success = np.zeros(N, dtype=bool)
-    imgs, states, bases, valid, widths, relabels = [], [], [], [], [], []
+    imgs, states, bases, valid, widths, relabels, inputs = [], [], [], [], [], [], []
     errors: list[str] = []
     for _ in range(n_chunks):
         obs = batch_obs(obs_list)
@@ -322,6 +325,8 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...], 
         states.append(torch.as_tensor(np.asarray(obs["observation.state"]), dtype=torch.float32))
         widths.append(np.asarray(obs.get("observation.gripper_width", np.full(N, np.nan)), dtype=np.float64).reshape(N))
         bases.append(base_norm)
+        if record_inputs:
+            inputs.append(policy.last_inputs)
         valid.append(torch.from_numpy(alive.copy()))
         if relabel:  # the expert's chunk from where each rollout is now (DAgger-style oracle)
             K, A = base_norm.shape[-2:]
@@ -342,7 +347,25 @@ def rollout(venv, policy, n_chunks: int, camera: str, cameras: tuple[str, ...], 
         "images": torch.stack(imgs, 1), "states": torch.stack(states, 1), "base_chunks": torch.stack(bases, 1),
         "valid": torch.stack(valid, 1), "success": success, "errors": errors, "widths": np.stack(widths, 1),
         "relabels": np.stack(relabels, 1) if relabels else None,  # [N, T, K, A] raw env units
+        "base_inputs": {k: torch.stack([d[k] for d in inputs], 1) for k in inputs[0]} if inputs else None,
     }
+
+
+def make_lora_policy(cfg: PostTrainConfig, base, bundle):
+    """``adapter=lora`` (Table S2): LoRA adapters inside a copy of the frozen base flow policy
+    (:class:`world2act.policies.lora_policy.LoraPolicy`), with ``lora_rank``, ``lora_targets``
+    and ``lora_sample_steps``. It offers the loop the residual policy's interface
+    (``chunk_parts``, ``residual`` = the trainable module, checkpoints, ``save``) plus
+    ``combined_chunk``, the ``chunk_fn`` of :func:`stage2_step`.
+
+    Raises:
+        World2ActError: the base is not a local flow policy, or a target matches no Linear layer.
+    """
+    from world2act.policies.lora_policy import LoraAdapterConfig, LoraPolicy
+
+    torch.manual_seed(cfg.seed)  # LoRA A matrices
+    return LoraPolicy(base, LoraAdapterConfig(rank=cfg.lora_rank, targets=tuple(cfg.lora_targets),
+                                              sample_steps=cfg.lora_sample_steps), bundle=bundle)
 
 
 # --------------------------------------------------------------------------- main loop
@@ -368,8 +391,9 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     base, wm, bundle = load_components(cfg, device)
     if cfg.targets == "demo" or cfg.expert_relabel:
         check_expert(cfg.benchmark, task_ids)
-    policy = ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align,
-                                   gate_init=cfg.gate_init, max_delta=cfg.max_delta, head=cfg.head)
+    policy = (make_lora_policy(cfg, base, bundle) if cfg.adapter == "lora" else
+              ResidualPolicy.create(base, bundle, camera=cfg.camera, seed=cfg.seed, align_dir=cfg.align,
+                                    gate_init=cfg.gate_init, max_delta=cfg.max_delta, head=cfg.head))
     cameras = tuple(dict.fromkeys(list(base.cameras) + list(wm.config.cameras)))
     size = tuple(base.image_size)
     K = int(base.chunk_size)
@@ -383,7 +407,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_it = 0
     ckpt = out / "checkpoint"
-    if resume and (ckpt / "residual.safetensors").is_file():
+    if resume and ((ckpt / "residual.safetensors").is_file() or (ckpt / "lora.safetensors").is_file()):
         start_it = policy.load_training_state(ckpt, opt)
         log.info("resuming post-training at iteration %d", start_it)
     elif (out / CURVES).exists():
@@ -411,7 +435,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             policy.reset()
             policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
             with torch_threads(1):  # the simulator workers own the cores during rollouts
-                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras), relabel=cfg.expert_relabel)
+                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras), relabel=cfg.expert_relabel,
+                             record_inputs=cfg.adapter == "lora")
             if it == start_it and not policy.state_norm_fitted:
                 policy.fit_state_norm(ro["states"][ro["valid"]])
             batch = aligned_batch(ro, tgt, slots, task_ids, cfg, T)
@@ -436,7 +461,8 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
                 loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
                                        bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
                                        contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
-                                       action_space=action_space, action_decoder=bundle.g_a)
+                                       action_space=action_space, action_decoder=bundle.g_a,
+                                       chunk_fn=policy.combined_chunk if cfg.adapter == "lora" else None)
                 m = m or mb  # metrics of the fresh rollouts before this round's updates
                 opt.zero_grad()
                 loss.backward()
@@ -612,7 +638,7 @@ def aligned_batch(ro: dict, tgt: list[dict], slots: list, task_ids: list, cfg: P
             expert[i] = t["expert_chunks"][idx]
     groups = torch.tensor([task_ids.index(s) for s in slots])
     return RolloutBatch(images=ro["images"], states=ro["states"], base_chunks=ro["base_chunks"], targets=targets,
-                        valid=ro["valid"] & ok, groups=groups, expert_chunks=expert)
+                        valid=ro["valid"] & ok, groups=groups, expert_chunks=expert, base_inputs=ro.get("base_inputs"))
 
 
 def executed_action_space(bundle):

@@ -34,6 +34,11 @@ class RolloutBatch:
         groups: ``[N]`` int task index of each rollout (metrics only: same-task negatives), or None.
         expert_chunks: ``[N, T, K, A]`` the scripted expert's chunks aligned like ``targets``
             (normalised units; ``targets=demo`` only; diagnostics, never in the loss), or None.
+        base_inputs: ``adapter=lora`` only (else None): the frozen base's own inputs at each
+            chunk start, to re-sample its chunk with gradient — ``images`` uint8
+            ``[N, T, C, H, W, 3]`` (all its cameras), ``state`` ``[N, T, S]``, ``lang``
+            ``[N, T, 384]`` (instruction embeddings), ``noise`` ``[N, T, K, A]`` (the flow noise
+            the rollout used); see :meth:`world2act.policies.lora_policy.LoraPolicy.inputs`.
     """
 
     images: torch.Tensor
@@ -43,11 +48,15 @@ class RolloutBatch:
     valid: torch.Tensor
     groups: torch.Tensor | None = None
     expert_chunks: torch.Tensor | None = None
+    base_inputs: dict[str, torch.Tensor] | None = None
 
     def select(self, keep: torch.Tensor) -> "RolloutBatch":
         """The rollouts where ``keep`` (``[N]`` bool) is True."""
-        return RolloutBatch(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[keep])
-                               for f in dataclasses.fields(self)})
+        def pick(v):
+            if v is None:
+                return None
+            return {k: x[keep] for k, x in v.items()} if isinstance(v, dict) else v[keep]
+        return RolloutBatch(**{f.name: pick(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
 
 def masked_chunkwise_cosine(video: torch.Tensor, action: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -129,6 +138,7 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
                 delta_l2: float = 0.0, contrast: str = "sequence", temporal_negatives: bool = True,
                 action_space: Callable[[torch.Tensor], torch.Tensor] | None = None,
                 action_decoder: torch.nn.Module | None = None,
+                chunk_fn: Callable[[RolloutBatch], torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss and diagnostics for one Stage-2 update (gradients reach only ``residual``).
 
@@ -152,6 +162,11 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
             to ±3 normalised units.
         action_decoder: the frozen Stage-1 g_a, for the oracle diagnostic ``decoded_*`` only
             (g_a(target) is the action chunk the target embedding decodes to).
+        chunk_fn: another adapter instead of the residual (``residual`` is then unused):
+            ``chunk_fn(batch)`` returns the differentiable combined chunk ``[N·T, K, A]`` in the
+            same normalised units as base + Δa (LoRA inside the base:
+            :meth:`world2act.policies.lora_policy.LoraPolicy.combined_chunk`); Δa is then that
+            chunk minus ``batch.base_chunks`` (for ``delta_l2`` and the metrics). None = the residual.
 
     Returns:
         (loss, metrics) with metrics ``loss``, ``infonce``, ``pos_cos`` (mean positive-pair
@@ -172,7 +187,10 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
     img = batch.images.reshape(N * T, *batch.images.shape[2:])
     st = (batch.states.reshape(N * T, -1) - state_norm[0]) / state_norm[1]
     base = batch.base_chunks.reshape(N * T, K, A)
-    delta = residual(img, st, base)  # [N*T, K, A]
+    if chunk_fn is None:
+        delta = residual(img, st, base)  # [N*T, K, A]
+    else:  # LoRA inside the base: its re-sampled chunk, as a Δa relative to the frozen base's chunk
+        delta = chunk_fn(batch).reshape(N * T, K, A) - base
     combined = action_space(base + delta) if action_space is not None else (base + delta).clamp(-3.0, 3.0)
     emb = action_adapter(combined).reshape(N, T, -1)
     sim = masked_chunkwise_cosine(batch.targets, emb, batch.valid)
