@@ -107,6 +107,9 @@ def fit(args) -> None:
     imgs, st, basec, exp, valid, seed = (cat("images"), cat("states"), cat("base_chunks"), cat("relabels"),
                                          cat("valid").bool(), cat("seed"))
     held = ((seed % 100_000) % 6) == 5  # 1/6 of the init states held out
+    if args.labels != "relabel":  # trajectory-level labels: what imagined targets can carry, at best
+        exp, ok = trajectory_labels(args, bundle, st, cat("task"), seed, valid)
+        valid = valid & ok
     policy.fit_state_norm(st[valid & ~held[:, None]])
     m, s = policy.state_norm()
     space = executed_action_space(bundle)
@@ -158,6 +161,46 @@ def fit(args) -> None:
     print(json.dumps(report["held_out"]))
 
 
+def trajectory_labels(args, bundle, states: torch.Tensor, task_idx: torch.Tensor, seeds: torch.Tensor,
+                      valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels from the same-init-state expert *trajectory* (cached by ``post-train --targets demo``
+    in ``--targets-dir``), time-aligned through the first gripper closure as Stage 2 does
+    (``time_alignment=events``): ``trajectory`` = the expert's aligned chunk, ``decoded`` =
+    Stage 1's g_a applied to the aligned target embedding f_v(z) (the latent target read as an
+    action chunk). Rollouts without a cached target, and chunks past the target's end, get no label.
+
+    Returns:
+        labels ``[N, T, K, A]`` (normalised units), ok ``[N, T]`` bool.
+    """
+    from safetensors import safe_open
+
+    from world2act.envs import resolve_tasks
+    from world2act.posttrain.loop import align_indices, closure_anchor
+
+    tasks = resolve_tasks(args.benchmark, args.tasks)
+    N, T = valid.shape
+    K, A = int(bundle.config.chunk_size), int(bundle.config.action_dim)
+    labels, ok = torch.zeros(N, T, K, A), torch.zeros(N, T, dtype=torch.bool)
+    for i in range(N):
+        path = Path(args.targets_dir) / f"{tasks[int(task_idx[i])]}_{int(seeds[i])}.safetensors"
+        if not path.is_file():
+            continue
+        with safe_open(str(path), "pt") as f:
+            anchor = json.loads((f.metadata() or {}).get("anchor", "null"))
+        t = load_file(str(path))
+        widths = states[i, :, args.gripper_state_dim].numpy()  # the gripper width is a proprioception entry
+        roll_anchor = closure_anchor(widths, valid[i].numpy(), args.benchmark)
+        idx, good = align_indices(T, int(t["targets"].shape[0]), roll_anchor, anchor, "events")
+        if args.labels == "trajectory":
+            labels[i] = t["expert_chunks"][idx]
+        else:
+            with torch.no_grad():
+                labels[i] = bundle.g_a(t["targets"][idx])
+        ok[i] = torch.from_numpy(good)
+    print(f"{args.labels} labels: {int(ok.sum())} aligned chunks of {int(valid.sum())}", flush=True)
+    return labels, ok
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -184,6 +227,12 @@ def main() -> None:
     f.add_argument("--max-delta", type=float, default=0.2, help="trust region stored in the policy (inference)")
     f.add_argument("--fit-max-delta", type=float, default=None,
                    help="trust region during the fit (default: --max-delta; 0 = fit unbounded, bound at inference only)")
+    f.add_argument("--labels", default="relabel", choices=["relabel", "trajectory", "decoded"],
+                   help="relabel: the expert's chunk from each chunk's own state (collected); trajectory: the same-init "
+                        "expert trajectory's aligned chunk; decoded: g_a of its aligned target embedding (needs --targets-dir)")
+    f.add_argument("--targets-dir", default="", help="a post-train run's demo_targets/ folder (targets=demo cache)")
+    f.add_argument("--tasks", default="", help="the collect run's --tasks (for --labels trajectory/decoded)")
+    f.add_argument("--gripper-state-dim", type=int, default=3, help="proprioception index of the gripper width")
     args = p.parse_args()
     collect(args) if args.cmd == "collect" else fit(args)
 
