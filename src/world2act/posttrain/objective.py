@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from world2act.align.losses import chunkwise_similarity, infonce_loss
+
 
 @dataclasses.dataclass
 class RolloutBatch:
@@ -68,17 +70,14 @@ def masked_chunkwise_cosine(video: torch.Tensor, action: torch.Tensor, valid: to
 
     Returns:
         ``[N, N]`` with entry (i, j) = mean over shared valid t of cos(video_i,t, action_j,t)
-        (paper Eq. 1's s(·,·)).
+        (paper Eq. 1's s(·,·); Stage 1's :func:`world2act.align.losses.chunkwise_similarity`).
     """
-    v = F.normalize(video, dim=-1)
-    a = F.normalize(action, dim=-1)
-    cos = torch.einsum("itd,jtd->ijt", v, a)  # [N, N, T]
-    m = (valid[:, None, :] & valid[None, :, :]).float()
-    return (cos * m).sum(-1) / m.sum(-1).clamp(min=1.0)
+    return chunkwise_similarity(video, action, valid)
 
 
 def stage2_infonce(sim: torch.Tensor, tau: float = 0.07, bidirectional: bool = True) -> torch.Tensor:
-    """Eq. 1 over a similarity matrix whose diagonal holds the positive pairs.
+    """Eq. 1 over a similarity matrix whose diagonal holds the positive pairs: Stage 1's one
+    implementation, :func:`world2act.align.losses.infonce_loss`.
 
     Args:
         sim: ``[N, N]`` similarities s(v_i, a_j).
@@ -89,12 +88,7 @@ def stage2_infonce(sim: torch.Tensor, tau: float = 0.07, bidirectional: bool = T
     Returns:
         scalar loss.
     """
-    logits = sim / tau
-    labels = torch.arange(sim.shape[0], device=sim.device)
-    a2v = F.cross_entropy(logits.t(), labels)
-    if not bidirectional:
-        return a2v
-    return 0.5 * (F.cross_entropy(logits, labels) + a2v)
+    return infonce_loss(sim, tau, bidirectional)
 
 
 def chunk_infonce(video: torch.Tensor, action: torch.Tensor, valid: torch.Tensor, tau: float = 0.07,
