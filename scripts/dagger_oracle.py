@@ -107,7 +107,15 @@ def fit(args) -> None:
     imgs, st, basec, exp, valid, seed = (cat("images"), cat("states"), cat("base_chunks"), cat("relabels"),
                                          cat("valid").bool(), cat("seed"))
     held = ((seed % 100_000) % 6) == 5  # 1/6 of the init states held out
-    if args.labels != "relabel":  # trajectory-level labels: what imagined targets can carry, at best
+    if args.labels in ("relabel_latent", "relabel_latent_delta"):  # the label read through Stage 1's latent space
+        with torch.no_grad():
+            flat, fb = exp[valid], basec[valid]
+            rt = lambda x: torch.cat([bundle.g_a(bundle.f_a(x[i:i + 1024])) for i in range(0, len(x), 1024)])  # noqa: E731
+            exp = exp.clone()
+            # absolute: g_a(f_a(expert)); delta: base + g_a(f_a(expert)) − g_a(f_a(base)) (g_a's bias cancels)
+            exp[valid] = rt(flat) if args.labels == "relabel_latent" else fb + rt(flat) - rt(fb)
+        print(f"{args.labels}: the label is {float((exp[valid] - flat).abs().mean()):.3f} from the expert's chunk", flush=True)
+    elif args.labels != "relabel":  # trajectory-level labels: what imagined targets can carry, at best
         exp, ok = trajectory_labels(args, bundle, st, cat("task"), seed, valid)
         valid = valid & ok
     policy.fit_state_norm(st[valid & ~held[:, None]])
@@ -227,8 +235,11 @@ def main() -> None:
     f.add_argument("--max-delta", type=float, default=0.2, help="trust region stored in the policy (inference)")
     f.add_argument("--fit-max-delta", type=float, default=None,
                    help="trust region during the fit (default: --max-delta; 0 = fit unbounded, bound at inference only)")
-    f.add_argument("--labels", default="relabel", choices=["relabel", "trajectory", "decoded"],
-                   help="relabel: the expert's chunk from each chunk's own state (collected); trajectory: the same-init "
+    f.add_argument("--labels", default="relabel", choices=["relabel", "relabel_latent", "relabel_latent_delta", "trajectory", "decoded"],
+                   help="relabel: the expert's chunk from each chunk's own state (collected); relabel_latent: that chunk "
+                        "through Stage 1's latent space, g_a(f_a(chunk)) (a perfect state-conditioned latent target); "
+                        "relabel_latent_delta: base + g_a(f_a(chunk)) - g_a(f_a(base)) (the latent target read as a correction); "
+                        "trajectory: the same-init "
                         "expert trajectory's aligned chunk; decoded: g_a of its aligned target embedding (needs --targets-dir)")
     f.add_argument("--targets-dir", default="", help="a post-train run's demo_targets/ folder (targets=demo cache)")
     f.add_argument("--tasks", default="", help="the collect run's --tasks (for --labels trajectory/decoded)")
