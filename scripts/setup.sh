@@ -31,6 +31,16 @@ $VPY -m pip install -q -e .
 # mujoco 4.x breaks robosuite and Meta-World: fail loudly if anything upgraded it.
 $VPY -c "import mujoco; assert mujoco.__version__ == '3.3.0', mujoco.__version__"
 
+# LeRobot's own reader and checker for the round-trip tests (tests/data/test_lerobot_tools.py):
+# a separate interpreter, since lerobot-dataset pins av<16 (about 1 min, 1.8 GB with its torch).
+# Best effort: without it those tests skip, and nothing else needs it.
+LPY=.venv-lerobot/bin/python
+if ! { [ -x $LPY ] && $LPY -c "import ledataset, lerobot_doctor" 2>/dev/null; }; then
+  echo "[setup] creating .venv-lerobot (lerobot-dataset + lerobot-doctor, for the LeRobot round-trip tests)"
+  { $PY -m venv .venv-lerobot && $LPY -m pip install -q "torch==2.13.0" lerobot-dataset lerobot-doctor; } \
+    || echo "[setup] warning: lerobot-dataset could not be installed; the LeRobot round-trip tests will skip"
+fi
+
 # LIBERO asks on stdin for its paths unless a config exists.
 $VPY -m world2act.envs.libero_config
 echo "[setup] done"

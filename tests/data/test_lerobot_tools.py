@@ -2,8 +2,9 @@
 
 ``lerobot-dataset`` (LeRobot's ``LeRobotDataset``, import name ``ledataset``) does not install
 beside this project's pins (it needs av<16, huggingface-hub<0.36, numpy<2.3, packaging<26),
-so it lives in a separate interpreter named by ``WORLD2ACT_LEROBOT_PYTHON`` (or in this one,
-if importable); without either these tests are skipped. Set up once (docs/data.md)::
+so it lives in a separate interpreter: ``.venv-lerobot`` (made by ``scripts/setup.sh``, so
+``make test`` runs these tests), or one named by ``WORLD2ACT_LEROBOT_PYTHON``, or this one if
+importable; without any of them these tests are skipped. By hand (docs/data.md)::
 
     python3 -m venv /tmp/lrvenv && /tmp/lrvenv/bin/pip install torch==2.13.0 \
         && /tmp/lrvenv/bin/pip install lerobot-dataset lerobot-doctor
@@ -51,6 +52,9 @@ def lrpy() -> str:
         candidates.append(sys.executable)
     if os.environ.get("WORLD2ACT_LEROBOT_PYTHON"):
         candidates.append(os.environ["WORLD2ACT_LEROBOT_PYTHON"])
+    own = Path(__file__).resolve().parents[2] / ".venv-lerobot" / "bin" / "python"  # made by scripts/setup.sh
+    if own.exists():
+        candidates.append(str(own))
     for exe in candidates:
         ok = subprocess.run([exe, "-c", "import ledataset.datasets.lerobot_dataset"], env=_env(),
                             capture_output=True, timeout=300)
