@@ -77,3 +77,38 @@ def test_missing_part_is_named(tmp_path):
     (tmp_path / "post" / "model.safetensors").unlink()
     with pytest.raises(World2ActError, match="missing model.safetensors"):
         load_policy(tmp_path / "post")
+
+
+def test_training_state_resumes_weights_optimizer_and_iteration(tmp_path):
+    """Stage 2's checkpoint goes through utils.training: after a reload, the next update is the
+    one the uninterrupted run would have made."""
+    base_dir, bundle = _setup(tmp_path)
+
+    def make():
+        pol = ResidualPolicy.create(load_policy(base_dir), bundle, camera="agentview", align_dir=tmp_path / "align",
+                                    head="latent")
+        opt = torch.optim.AdamW([p for p in pol.residual.parameters() if p.requires_grad], lr=1e-2)
+        return pol, opt
+
+    def step(pol, opt):
+        base_norm, delta = pol.chunk_parts(_obs())
+        loss = ((base_norm + delta - 1.0) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    pol, opt = make()
+    pol.fit_state_norm(torch.randn(10, S))
+    for _ in range(3):
+        step(pol, opt)
+    pol.save_training_state(tmp_path / "ck", opt, 3)
+    step(pol, opt)
+    want = pol.predict_action_chunk(_obs())
+
+    pol2, opt2 = make()
+    assert pol2.load_training_state(tmp_path / "ck", opt2) == 3
+    step(pol2, opt2)
+    torch.testing.assert_close(pol2.predict_action_chunk(_obs()), want)
+    torch.testing.assert_close(pol2.state_norm()[0], pol.state_norm()[0])
+    with pytest.raises(World2ActError, match="no checkpoint"):
+        pol2.load_training_state(tmp_path / "nothing", opt2)

@@ -317,33 +317,18 @@ class LoraPolicy(Policy):
 
     # ------------------------------------------------------------------ training checkpoints
     def save_training_state(self, folder: str | Path, opt: torch.optim.Optimizer, iteration: int) -> None:
-        """Resumable checkpoint: LoRA weights, optimiser moments, iteration."""
-        from safetensors.torch import save_file
+        """Resumable checkpoint (:mod:`world2act.utils.training`): LoRA weights, optimiser state, iteration."""
+        from world2act.utils.training import save_training_state
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "lora.safetensors") as tmp:
-            save_file(self.adapter_state(), str(tmp))
-        opt_t = {f"{i}.{k}": torch.as_tensor(v).contiguous()
-                 for i, st in opt.state_dict()["state"].items() for k, v in st.items()}
-        with atomic_path(folder / "optimizer.safetensors") as tmp:
-            save_file(opt_t, str(tmp))
-        write_json(folder / "state.json", {"iteration": iteration})
+        save_training_state(folder, model_state=self.adapter_state(), optimizer=opt, step=int(iteration))
 
     def load_training_state(self, folder: str | Path, opt: torch.optim.Optimizer) -> int:
         """Restore :meth:`save_training_state`; returns the iteration to continue from."""
-        from safetensors.torch import load_file
+        from world2act.utils.training import load_training_state
 
-        folder = Path(folder)
-        self.load_adapter_state(load_file(str(folder / "lora.safetensors")), str(folder))
-        sd = opt.state_dict()
-        state: dict = {}
-        for key, v in load_file(str(folder / "optimizer.safetensors")).items():
-            i, k = key.split(".", 1)
-            state.setdefault(int(i), {})[k] = v
-        sd["state"] = state
-        opt.load_state_dict(sd)
-        return int(read_json(folder / "state.json")["iteration"])
+        st = load_training_state(folder, optimizer=opt)
+        self.load_adapter_state(dict(st.model_state), str(st.folder))
+        return st.step
 
 
 def _load(path: Path, *, benchmark: str | None = None, device: str = "cpu") -> LoraPolicy:

@@ -184,32 +184,24 @@ class ResidualPolicy(Policy):
 
     # ------------------------------------------------------------------ training checkpoints
     def save_training_state(self, folder: str | Path, opt: torch.optim.Optimizer, iteration: int) -> None:
-        """Resumable checkpoint: residual weights, optimiser moments, iteration."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "residual.safetensors") as tmp:
-            save_file(self._weights(), str(tmp))
-        opt_t: dict[str, torch.Tensor] = {}
-        for i, st in opt.state_dict()["state"].items():
-            for k, v in st.items():
-                opt_t[f"{i}.{k}"] = torch.as_tensor(v).contiguous()
-        with atomic_path(folder / "optimizer.safetensors") as tmp:
-            save_file(opt_t, str(tmp))
-        write_json(folder / "state.json", {"iteration": iteration})
+        """Resumable checkpoint (:mod:`world2act.utils.training`): residual weights with the state
+        normaliser, optimiser state, iteration."""
+        from world2act.utils.training import save_training_state
+
+        save_training_state(folder, model_state=self._weights(), optimizer=opt, step=int(iteration))
 
     def load_training_state(self, folder: str | Path, opt: torch.optim.Optimizer) -> int:
-        """Restore :meth:`save_training_state`; returns the iteration to continue from."""
-        folder = Path(folder)
-        self._load_weights(load_file(str(folder / "residual.safetensors")), str(folder))
-        flat = load_file(str(folder / "optimizer.safetensors"))
-        sd = opt.state_dict()
-        state: dict = {}
-        for key, v in flat.items():
-            i, k = key.split(".", 1)
-            state.setdefault(int(i), {})[k] = v
-        sd["state"] = state
-        opt.load_state_dict(sd)
-        return int(read_json(folder / "state.json")["iteration"])
+        """Restore :meth:`save_training_state`; returns the iteration to continue from.
+
+        Raises:
+            World2ActError: no checkpoint, one from an older world2act (re-run without
+                --resume), or weights / optimiser state that do not fit.
+        """
+        from world2act.utils.training import load_training_state
+
+        st = load_training_state(folder, optimizer=opt)
+        self._load_weights(dict(st.model_state), str(st.folder))
+        return st.step
 
 
 register_policy_type("residual", ResidualPolicy.load)

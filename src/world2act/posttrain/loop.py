@@ -32,6 +32,7 @@ from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
 from world2act.utils.progress import progress_bar
 from world2act.utils.seeding import seed_everything, torch_threads
+from world2act.utils.training import checkpoint_folder
 from world2act.utils.tracking import NO_TRACKER, Tracker
 
 log = logging.getLogger(__name__)
@@ -407,7 +408,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_it = 0
     ckpt = out / "checkpoint"
-    if resume and ((ckpt / "residual.safetensors").is_file() or (ckpt / "lora.safetensors").is_file()):
+    if resume and checkpoint_folder(ckpt) is not None:
         start_it = policy.load_training_state(ckpt, opt)
         log.info("resuming post-training at iteration %d", start_it)
     elif (out / CURVES).exists():
