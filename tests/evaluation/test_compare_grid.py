@@ -146,6 +146,7 @@ def _cells(out):
     (lambda g, c: g.update(trials=0), "--trials must be at least 1"),
     (lambda g, c: g.update(tasks=[0, 99]), "unknown libero_object task 99"),
     (lambda g, c: g.update(reference="nobody"), "reference 'nobody' is not a cell name"),
+    (lambda g, c: g.update(eval={"init_states": "test"}), "eval.init_states must be eval or validation"),
 ])
 def test_grid_validation_errors_name_the_entry(tmp_path, capsys, mutate, message):
     path = _grid(tmp_path)

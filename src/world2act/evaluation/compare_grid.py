@@ -14,7 +14,7 @@ Grid file (YAML; see docs/compare.md and configs/compare_metaworld.yaml)::
     dataset: runs/mw/demos             # demonstrations (dreamgen)
     seed: 0                            # training seed (default: --seed)
     reference: base                    # the cell others are paired with (default: the first base cell)
-    eval: {workers: 2, video_episodes: 0, init_offset_per_seed: 0, image_size: null}
+    eval: {workers: 2, video_episodes: 0, init_offset_per_seed: 0, image_size: null, init_states: eval}
     cells:
       - {name: base, method: base}
       - {name: world2act, method: world2act}
@@ -63,7 +63,8 @@ METHODS = ("base", "world2act", "dreamgen")
 SHARED_KEYS = ("benchmark", "tasks", "trials", "seeds", "policy", "wm", "align", "dataset", "seed", "reference",
                "eval", "cells", "title")
 CELL_KEYS = ("name", "method", "overrides", "config", "policy")
-EVAL_KEYS = {"workers": 2, "video_episodes": 0, "init_offset_per_seed": 0, "image_size": None}
+EVAL_KEYS = {"workers": 2, "video_episodes": 0, "init_offset_per_seed": 0, "image_size": None,
+             "init_states": "eval"}  # init_states: validation = choose settings on post-training init states
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # components each method reads (config field -> what it is)
 _COMPONENTS = {"base": ("policy",), "world2act": ("policy", "wm", "align"), "dreamgen": ("policy", "wm", "dataset")}
@@ -188,6 +189,8 @@ def load_grid(path: str | Path, *, seed: int = 0, overrides: list[str] | None = 
     if not isinstance(ev_raw, dict) or set(ev_raw) - set(EVAL_KEYS):
         raise World2ActError(f"{where}: eval: expected a mapping with keys {', '.join(EVAL_KEYS)}, got {ev_raw!r}")
     ev.update(ev_raw)
+    if ev["init_states"] not in ("eval", "validation"):
+        raise World2ActError(f"{where}: eval.init_states must be eval or validation, got {ev['init_states']!r}")
 
     cells_raw = data.get("cells")
     if not isinstance(cells_raw, list) or not cells_raw:
@@ -305,7 +308,7 @@ def evaluate_policy(policy: str, grid: Grid, out: Path, *, device: str, overwrit
     return harness.evaluate(policy, grid.benchmark, list(grid.tasks), grid.trials, list(grid.seeds), out,
                             workers=int(e["workers"]), video_episodes=int(e["video_episodes"]),
                             image_size=e["image_size"], device=device, resume=not overwrite, overwrite=overwrite,
-                            init_offset_per_seed=int(e["init_offset_per_seed"]))
+                            init_offset_per_seed=int(e["init_offset_per_seed"]), init_states=str(e["init_states"]))
 
 
 # ---------------------------------------------------------------------------- running
