@@ -53,8 +53,8 @@ def quick() -> tuple[list[Stage], dict]:
         benchmark="libero_object", tasks="0,1,2,3", episodes=15,
         wm_args=["--model", "small", "max_minutes=10", "vae_max_minutes=15", "short_clips=pad"],
         # a step budget (reproducible); the minute cap only warns when a slow machine hits it.
-        # Measured: 1859 steps → 28.75%, 3210 steps → 81.2% (docs/results.md); 2400 aims at the
-        # mid-range base the issue asks for (not yet measured at exactly 2400).
+        # Measured: 1859 steps → 28.75%, 3210 steps → 81.2%, 2400 steps → 67.5% (runs/demo-s8,
+        # 80 episodes, 95% CI 56.6–76.8; docs/results.md): the mid-range base issue 15 asks for.
         base_args=["--chunk-size", "16", "--steps", "2400", "--max-minutes", "20"],
         align_args=["--steps", "600"],
         post_args=["--iterations", "16", "--num-envs", "4", "--init-states", "6"],
