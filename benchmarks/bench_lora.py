@@ -20,8 +20,6 @@ Run: .venv/bin/python benchmarks/bench_lora.py [--threads 1] [--sample-steps 10,
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -35,6 +33,8 @@ from world2act.policies.residual import ResidualPolicy
 from world2act.posttrain.config import PostTrainConfig
 from world2act.posttrain.loop import aligned_batch, rollout
 from world2act.posttrain.objective import stage2_step
+
+from bench_posttrain import timeit as timeit_ms  # benchmarks/ is on sys.path when run as a script
 
 TASK = "pick up the alphabet soup and place it in the basket"
 
@@ -58,13 +58,8 @@ class StubVenv:
 
 
 def timeit(fn, n: int) -> float:
-    fn()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    """Median seconds per call (bench_posttrain's timer, which reports ms)."""
+    return timeit_ms(fn, n) / 1000.0
 
 
 def main() -> None:

@@ -42,6 +42,20 @@ def busy_cpu_seconds() -> float | None:
 LOADED_CORES = 0.5
 
 
+def load_clock() -> tuple[float | None, float, float]:
+    """(machine busy CPU-s, this process's CPU-s, wall s) now; two of them give :func:`other_load`."""
+    return busy_cpu_seconds(), time.process_time(), time.perf_counter()
+
+
+def other_load(start: tuple[float | None, float, float], end: tuple[float | None, float, float]) -> float | None:
+    """Cores kept busy by *other* processes between two :func:`load_clock` readings (None where
+    the machine's busy time cannot be read)."""
+    (busy0, cpu0, wall0), (busy1, cpu1, wall1) = start, end
+    if busy0 is None or busy1 is None or wall1 <= wall0:
+        return None
+    return round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0), 2)
+
+
 def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 3, threads: int | None = 1) -> dict:
     """Time ``policy.predict_action_chunk(obs)`` (batch 1 by default), no simulator involved.
 
@@ -69,17 +83,14 @@ def measure_latency(policy, obs: dict | None = None, n: int = 30, warmup: int = 
         for _ in range(max(0, warmup)):
             policy.predict_action_chunk(obs)
         times = []
-        busy0, cpu0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        start = load_clock()
         for _ in range(max(1, n)):
             t = time.perf_counter()
             policy.predict_action_chunk(obs)
             times.append((time.perf_counter() - t) * 1000.0)
-        busy1, cpu1, wall1 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+        other = other_load(start, load_clock())
     finally:
         torch.set_num_threads(prev)
-    other = None
-    if busy0 is not None and busy1 is not None and wall1 > wall0:
-        other = round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0), 2)
     K = int(policy.chunk_size)
     ms = statistics.median(times)
     return {

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from world2act.evaluation.latency import busy_cpu_seconds, synthetic_observation
+from world2act.evaluation.latency import load_clock, other_load, synthetic_observation
 
 
 def _bootstrap_median_ci(x: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float]:
@@ -90,18 +90,15 @@ def paired_latency(policies: dict[str, Any], obs: dict | None = None, n: int = 5
             for i in range(max(0, int(warmup))):
                 for k in (labels if i % 2 == 0 else labels[::-1]):
                     policies[k].predict_action_chunk(obs)
-            busy0, cpu0, wall0 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+            start = load_clock()
             for i in range(int(n)):
                 for k in (labels if i % 2 == 0 else labels[::-1]):
                     t = time.perf_counter()
                     policies[k].predict_action_chunk(obs)
                     times[k].append((time.perf_counter() - t) * 1000.0)
-            busy1, cpu1, wall1 = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+            end = load_clock()
     finally:
         torch.set_num_threads(prev)
-    other = None
-    if busy0 is not None and busy1 is not None and wall1 > wall0:
-        other = round(max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / (wall1 - wall0), 2)
 
     per: dict[str, dict] = {}
     for k in labels:
@@ -121,7 +118,8 @@ def paired_latency(policies: dict[str, Any], obs: dict | None = None, n: int = 5
                      "q10_q90": [float(np.quantile(r, 0.1)), float(np.quantile(r, 0.9))], "overhead": med - 1.0}
     out: dict[str, Any] = {"reference": ref, "policies": per, "ratios": ratios, "n": int(n), "warmup": int(warmup),
                            "batch": len(obs["task"]), "threads": int(threads or prev), "order": "interleaved, alternating",
-                           "wall_s": round(wall1 - wall0, 3), "other_load_cores": other}
+                           "wall_s": round(end[2] - start[2], 3),
+                           "other_load_cores": other_load(start, end)}
     if len(labels) == 2:
         out["ratio"] = ratios[labels[1]]["median"]
         out["ratio_ci95"] = ratios[labels[1]]["ci95"]

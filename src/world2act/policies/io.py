@@ -110,3 +110,17 @@ def load_policy(path_or_name: str | Path, *, benchmark: str | None = None, devic
     if benchmark is not None:
         policy.check_compatible(benchmark, where=str(path))
     return policy
+
+
+def copy_component(src: str | Path, dst: str | Path) -> None:
+    """Copy a component folder (a base policy, a Stage-1 folder) into a policy folder being
+    written, replacing what is there; nothing is done when both are the same folder.
+    Checkpoints, caches and videos are left out (a saved policy needs only weights and configs)."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve():
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint*", "cache*", "*.mp4"))

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import dataclasses
 import fnmatch
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from torch import nn
 from world2act import World2ActError
 from world2act.policies.base import Policy, check_obs
 from world2act.policies.flow_policy import FlowPolicy, images_to_tensor
-from world2act.policies.io import load_policy, register_policy_type
+from world2act.policies.io import copy_component, load_policy, register_policy_type
 from world2act.utils.io import atomic_path, read_json, write_json
 
 TYPE = "lora"
@@ -275,12 +274,9 @@ class LoraPolicy(Policy):
 
         if str(base_source).startswith("remote://"):
             raise World2ActError("adapter=lora: a served base cannot be adapted; base_source must be a policy folder")
-        path, src = Path(path), Path(base_source)
+        path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        if (path / "base").resolve() != src.resolve():
-            if (path / "base").exists():
-                shutil.rmtree(path / "base")
-            shutil.copytree(src, path / "base", ignore=shutil.ignore_patterns("checkpoint*", "cache*", "*.mp4"))
+        copy_component(base_source, path / "base")
         with atomic_path(path / ADAPTER_FILE) as tmp:
             save_file(self.adapter_state(), str(tmp), metadata={"format": "world2act-lora-v1"})
         write_json(path / "config.json", {"type": TYPE, "base": "base", "lora": dataclasses.asdict(self.config),

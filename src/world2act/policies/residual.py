@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
 from world2act.policies.base import Policy
-from world2act.policies.io import load_policy, register_policy_type
+from world2act.policies.io import copy_component, load_policy, register_policy_type
 from world2act.policies.residual_net import ResidualNet, ResidualNetConfig
 from world2act.utils.io import atomic_path, read_json, write_json
 
@@ -148,11 +148,8 @@ class ResidualPolicy(Policy):
                 shutil.rmtree(path / "base")
             write_remote_folder(path / "base", str(base_source))
             sources = sources[1:]
-        for sub, src in ((sub, Path(src)) for sub, src in sources):
-            if (path / sub).resolve() != src.resolve():
-                if (path / sub).exists():
-                    shutil.rmtree(path / sub)
-                shutil.copytree(src, path / sub, ignore=shutil.ignore_patterns("checkpoint*", "cache*", "*.mp4"))
+        for sub, src in sources:
+            copy_component(src, path / sub)
         with atomic_path(path / "model.safetensors") as tmp:
             save_file(self._weights(), str(tmp))
         write_json(path / "config.json", {"type": "residual", "base": "base", "align": "align",
