@@ -13,6 +13,9 @@ is fitted to the scripted expert's chunk queried from each rollout chunk's own s
     python scripts/dagger_oracle.py fit --base runs/mw/base4k --align runs/mw/align \
         --data runs/mw/dag/round0.safetensors --head latent --steps 1500 --lr 1e-3 --fit-max-delta 0 --max-delta 0.2 \
         --out runs/mw/dag/fit-latent-m0.2
+    # 2b. (optional) average several fits (different --seed) into one policy: the mean correction
+    python scripts/dagger_oracle.py ensemble --members runs/mw/dag/fit-s0 runs/mw/dag/fit-s1 --max-delta 0.2 \
+        --out runs/mw/dag/ens
     # 3. judge on validation init states, then (once) on evaluation ones
     world2act eval --policy runs/mw/dag/fit-latent-m0.2 --benchmark metaworld --tasks ... --init-states validation ...
 
@@ -169,6 +172,20 @@ def fit(args) -> None:
     print(json.dumps(report["held_out"]))
 
 
+def ensemble(args) -> None:
+    from world2act.policies.io import load_policy
+    from world2act.policies.residual import ResidualPolicy
+
+    members = [load_policy(m, benchmark=args.benchmark) for m in args.members]
+    pol = ResidualPolicy.ensemble(members, max_delta=args.max_delta)
+    src = Path(args.members[0])
+    base = src / "base"
+    pol.save(args.out, base_source=base)
+    fits = {m: json.loads(Path(m, "fit.json").read_text()).get("held_out", {}) for m in args.members if Path(m, "fit.json").exists()}
+    Path(args.out, "ensemble.json").write_text(json.dumps({"args": vars(args), "members_held_out": fits}, indent=1))
+    print(f"wrote {args.out}: mean of {len(members)} residuals")
+
+
 def trajectory_labels(args, bundle, states: torch.Tensor, task_idx: torch.Tensor, seeds: torch.Tensor,
                       valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels from the same-init-state expert *trajectory* (cached by ``post-train --targets demo``
@@ -244,8 +261,13 @@ def main() -> None:
     f.add_argument("--targets-dir", default="", help="a post-train run's demo_targets/ folder (targets=demo cache)")
     f.add_argument("--tasks", default="", help="the collect run's --tasks (for --labels trajectory/decoded)")
     f.add_argument("--gripper-state-dim", type=int, default=3, help="proprioception index of the gripper width")
+    e = sub.add_parser("ensemble", help="one policy whose correction is the mean of several fitted residuals")
+    e.add_argument("--members", nargs="+", required=True, help="residual policy folders (fits with different --seed)")
+    e.add_argument("--max-delta", type=float, default=None, help="trust region for every member (default: as fitted)")
+    e.add_argument("--benchmark", default="metaworld")
+    e.add_argument("--out", required=True)
     args = p.parse_args()
-    collect(args) if args.cmd == "collect" else fit(args)
+    {"collect": collect, "fit": fit, "ensemble": ensemble}[args.cmd](args)
 
 
 if __name__ == "__main__":

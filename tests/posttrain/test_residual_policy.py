@@ -112,3 +112,38 @@ def test_training_state_resumes_weights_optimizer_and_iteration(tmp_path):
     torch.testing.assert_close(pol2.state_norm()[0], pol.state_norm()[0])
     with pytest.raises(World2ActError, match="no checkpoint"):
         pol2.load_training_state(tmp_path / "nothing", opt2)
+
+
+def test_ensemble_is_the_mean_of_its_members_and_roundtrips(tmp_path):
+    base_dir, bundle = _setup(tmp_path)
+    obs, members = _obs(), []
+    norm_states = torch.randn(10, S)
+    for seed in (0, 1):
+        pol = ResidualPolicy.create(load_policy(base_dir), bundle, camera="agentview", align_dir=tmp_path / "align",
+                                    seed=seed, head="latent")
+        with torch.no_grad():  # the latent head starts at zero: give each member its own non-zero correction
+            for p in pol.residual.mlp[-1].parameters():
+                p.normal_(0, 0.5)
+        pol.fit_state_norm(norm_states)
+        members.append(pol)
+    deltas = [m.chunk_parts(obs)[1] for m in members]
+    assert not torch.allclose(deltas[0], deltas[1])
+    ens = ResidualPolicy.ensemble(members, max_delta=0.3)
+    base_norm, delta = ens.chunk_parts(obs)
+    with torch.no_grad():
+        expect = torch.stack([m.chunk_parts(obs)[1] for m in members]).mean(0)  # members now carry max_delta 0.3
+    torch.testing.assert_close(delta, expect)
+    assert float(delta.detach().abs().max()) <= 0.3 + 1e-6
+    ens.save(tmp_path / "ens", base_source=base_dir)
+    loaded = load_policy(tmp_path / "ens")
+    torch.testing.assert_close(loaded.predict_action_chunk(obs), ens.predict_action_chunk(obs))
+
+
+def test_ensemble_refuses_members_with_other_state_normalisers(tmp_path):
+    base_dir, bundle = _setup(tmp_path)
+    a, b = (ResidualPolicy.create(load_policy(base_dir), bundle, camera="agentview", align_dir=tmp_path / "align")
+            for _ in range(2))
+    a.fit_state_norm(torch.randn(10, S))
+    b.fit_state_norm(torch.randn(10, S) + 3)
+    with pytest.raises(World2ActError, match="member 1.*state normaliser"):
+        ResidualPolicy.ensemble([a, b])

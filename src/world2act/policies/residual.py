@@ -6,7 +6,8 @@ correction in Stage-1 normalised action units. A post-trained policy folder is s
 
 ```
 config.json              {"type": "residual", "residual": {...ResidualNetConfig...}, ...}
-model.safetensors        residual weights (f_a excluded: it lives frozen in align/) + state normaliser
+model.safetensors        residual weights (f_a excluded: it lives frozen in align/) + state normaliser;
+                         an ensemble (``"ensemble": M`` in config.json) keeps member i under ``members.i.``
 base/                    copy of the frozen base policy folder (loaded with load_policy); for a
                          base served elsewhere, {"type": "remote", "url": "remote://HOST:PORT"}
 align/                   copy of the Stage-1 folder (f_a, g_a init, the action normaliser)
@@ -28,7 +29,7 @@ from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
 from world2act.policies.base import Policy
 from world2act.policies.io import copy_component, load_policy, register_policy_type
-from world2act.policies.residual_net import ResidualNet, ResidualNetConfig
+from world2act.policies.residual_net import ResidualEnsemble, ResidualNet, ResidualNetConfig
 from world2act.utils.io import atomic_path, read_json, write_json
 
 _LIBERO_CAMERA = benchmark_spec("libero_object").default_camera  # "agentview"
@@ -81,6 +82,36 @@ class ResidualPolicy(Policy):
         net = ResidualNet(cfg, bundle.f_a, copy.deepcopy(bundle.g_a))
         return cls(base, bundle, net, align_dir or getattr(bundle, "path", ""))
 
+    @classmethod
+    def ensemble(cls, members: list["ResidualPolicy"], *, max_delta: float | None = None) -> "ResidualPolicy":
+        """One policy whose correction is the mean of ``members``' (:class:`ResidualEnsemble`).
+
+        The members must be fitted on the same base, Stage-1 folder and state normaliser (e.g. the
+        same data with different seeds); the first member's base and bundle are kept.
+        ``max_delta`` (normalised action units) replaces every member's trust region if given.
+
+        Raises:
+            World2ActError: no members, an ensemble among them, or state normalisers that differ.
+        """
+        if not members:
+            raise World2ActError("an ensemble needs at least one residual policy")
+        first = members[0]
+        nets = []
+        for i, m in enumerate(members):
+            if isinstance(m.residual, ResidualEnsemble):
+                raise World2ActError(f"ensemble member {i} is itself an ensemble")
+            if not (torch.allclose(m._state_mean, first._state_mean) and torch.allclose(m._state_std, first._state_std)):
+                raise World2ActError(f"ensemble member {i} was fitted with another state normaliser than member 0")
+            net = m.residual
+            net.action_adapter = first.bundle.f_a
+            if max_delta is not None:
+                net.config.max_delta = float(max_delta)
+            nets.append(net)
+        policy = cls(first.base, first.bundle, ResidualEnsemble(nets), first.align_dir)
+        policy._state_mean, policy._state_std = first._state_mean, first._state_std
+        policy.state_norm_fitted = first.state_norm_fitted
+        return policy
+
     # ------------------------------------------------------------------ state normaliser
     def fit_state_norm(self, states: torch.Tensor) -> None:
         """Fit the residual's proprioception normaliser on ``[M, S]`` states from the first rollouts."""
@@ -123,7 +154,7 @@ class ResidualPolicy(Policy):
 
     # ------------------------------------------------------------------ files
     def _weights(self) -> dict[str, torch.Tensor]:
-        sd = {k: v.detach().contiguous() for k, v in self.residual.state_dict().items() if not k.startswith("action_adapter.")}
+        sd = {k: v.detach().contiguous() for k, v in self.residual.state_dict().items() if not _is_adapter_key(k)}
         sd["state_norm.mean"] = self._state_mean.contiguous()
         sd["state_norm.std"] = self._state_std.contiguous()
         return sd
@@ -132,7 +163,7 @@ class ResidualPolicy(Policy):
         self._state_mean, self._state_std = sd.pop("state_norm.mean"), sd.pop("state_norm.std")
         self.state_norm_fitted = True
         missing, unexpected = self.residual.load_state_dict(sd, strict=False)
-        missing = [k for k in missing if not k.startswith("action_adapter.")]
+        missing = [k for k in missing if not _is_adapter_key(k)]
         if missing or unexpected:
             raise World2ActError(f"{where}: residual weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
@@ -154,6 +185,7 @@ class ResidualPolicy(Policy):
             save_file(self._weights(), str(tmp))
         write_json(path / "config.json", {"type": "residual", "base": "base", "align": "align",
                                           "residual": dataclasses.asdict(self.residual.config),
+                                          "ensemble": len(self.residual.members) if isinstance(self.residual, ResidualEnsemble) else 1,
                                           "base_policy": self.base.describe()})
 
     @classmethod
@@ -174,7 +206,9 @@ class ResidualPolicy(Policy):
         bundle = AlignmentBundle.load(path / cfg["align"])
         rc = cfg["residual"]
         rc["image_size"] = tuple(rc["image_size"])
-        net = ResidualNet(ResidualNetConfig(**rc), bundle.f_a, copy.deepcopy(bundle.g_a))
+        nets = [ResidualNet(ResidualNetConfig(**rc), bundle.f_a, copy.deepcopy(bundle.g_a))
+                for _ in range(int(cfg.get("ensemble", 1)))]
+        net = nets[0] if cfg.get("ensemble", 1) == 1 else ResidualEnsemble(nets)
         policy = cls(base, bundle, net, path / cfg["align"])
         policy._load_weights(load_file(str(path / "model.safetensors")), str(path / "model.safetensors"))
         return policy
@@ -199,6 +233,12 @@ class ResidualPolicy(Policy):
         st = load_training_state(folder, optimizer=opt)
         self._load_weights(dict(st.model_state), str(st.folder))
         return st.step
+
+
+def _is_adapter_key(key: str) -> bool:
+    """True for the frozen f_a's weights (``action_adapter.*``, ``members.i.action_adapter.*``),
+    which live in align/ and are never saved with the residual."""
+    return "action_adapter" in key.split(".")
 
 
 register_policy_type("residual", ResidualPolicy.load)

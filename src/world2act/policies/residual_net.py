@@ -168,3 +168,37 @@ class ResidualNet(nn.Module):
             m = float(self.config.max_delta)
             delta = m * torch.tanh(delta / m)
         return delta
+
+
+class ResidualEnsemble(nn.Module):
+    """The mean correction of several :class:`ResidualNet` members fitted to the same data with
+    different seeds (ours, not in the paper: it averages out fit-to-fit variance, measured as
+    large as the gain itself in docs/results.md).
+
+    Each member applies its own trust region, so the mean stays within ``max_delta``.
+
+    Args:
+        members: ≥ 1 nets with identical :class:`ResidualNetConfig`; they share one frozen f_a.
+
+    Raises:
+        World2ActError: no members, or members whose configs differ.
+    """
+
+    def __init__(self, members: list[ResidualNet]):
+        super().__init__()
+        if not members:
+            raise World2ActError("ResidualEnsemble needs at least one member")
+        first = dataclasses.asdict(members[0].config)
+        for i, m in enumerate(members[1:], 1):
+            if dataclasses.asdict(m.config) != first:
+                raise World2ActError(f"ResidualEnsemble: member {i}'s config differs from member 0's")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    @property
+    def action_adapter(self) -> nn.Module:
+        return self.members[0].action_adapter
+
+    def forward(self, image: torch.Tensor, state: torch.Tensor, base_chunk: torch.Tensor) -> torch.Tensor:
+        """Mean Δa ``[B, K, A]`` of the members (inputs as :meth:`ResidualNet.forward`)."""
+        return torch.stack([m(image, state, base_chunk) for m in self.members]).mean(0)
