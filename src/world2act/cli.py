@@ -1,9 +1,12 @@
 """The ``world2act`` command: parses arguments and hands off to one stage module.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``main(args) -> int | None``; modules are imported only when their command runs so that
-``world2act --help`` stays fast. Shared options (``--out``, ``--seed``, ``--device``,
-``--config`` and trailing dotted ``key=value`` overrides) are added here once.
+Each subcommand lives in its own module exposing ``Config`` (a dataclass whose
+:func:`~world2act.utils.config.opt` fields are its options, declared once), ``RUN_OPTIONS`` (which
+of ``--resume``/``--overwrite``/``--log-with`` it takes) and ``main(cfg, args) -> int | None``;
+an optional ``make_config(args)`` replaces the generic :func:`config_from_args`. Modules are
+imported only when their command runs so that ``world2act --help`` stays fast. Shared options
+(``--out``, ``--seed``, ``--device``, ``--config`` and trailing dotted ``key=value``
+overrides) are added here once.
 
 Exit status: 0 on success, 2 with a one-line ``error: ...`` on stderr for any user-facing
 failure (:class:`world2act.World2ActError`), 130 on Ctrl-C.
@@ -43,15 +46,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add_shared(p: argparse.ArgumentParser) -> None:
+RUN_OPTIONS = {  # options that steer a run but are not part of its config (modules list theirs)
+    "resume": dict(action="store_true", help="continue an interrupted run in --out"),
+    "overwrite": dict(action="store_true", help="delete --out first (replace an existing run)"),
+    "log_with": dict(default="none", help="experiment tracker for the training curves (default none; offline: "
+                     "tensorboard -> OUT/tensorboard, wandb -> OUT/wandb offline run, trackio -> local store)"),
+}
+
+
+def _add_shared(p: argparse.ArgumentParser, run_options=()) -> None:
     g = p.add_argument_group("shared options")
     g.add_argument("--out", help="output folder")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="torch device (default auto)")
     g.add_argument("--config", help="YAML file with config values (overridden by options and key=value overrides)")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for name in run_options:
+        from world2act.utils.tracking import BACKENDS
+
+        g.add_argument("--" + name.replace("_", "-"), **RUN_OPTIONS[name], **({"choices": BACKENDS} if name == "log_with" else {}))
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides applied last, e.g. train.lr=3e-4")
+
+
+def command_parser(name: str, module) -> argparse.ArgumentParser:
+    """The argument parser of ``world2act NAME``: the module's ``Config`` options + shared ones."""
+    from world2act.utils.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog=f"world2act {name}", description=COMMANDS[name][1])
+    add_config_arguments(parser, module.Config)
+    _add_shared(parser, getattr(module, "RUN_OPTIONS", ()))
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,23 +98,27 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 0
     name = argv[0]
-    module_name, help_ = COMMANDS[name]
-    parser = argparse.ArgumentParser(prog=f"world2act {name}", description=help_)
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(COMMANDS[name][0])
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("world2act"):
             print(f"error: command {name!r} is not implemented in this version", file=sys.stderr)
             return 2
         raise
-    module.add_arguments(parser)
-    _add_shared(parser)
-    args = parser.parse_args(argv[1:])
+    args = command_parser(name, module).parse_args(argv[1:])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        rc = module.main(args)
+        from world2act.utils.config import config_from_args
+
+        if not args.out and getattr(module, "NEEDS_OUT", True):
+            raise World2ActError(f"{name}: --out DIR is required")
+        if getattr(args, "resume", False) and getattr(args, "overwrite", False):
+            raise World2ActError(f"{name}: --resume and --overwrite exclude each other")
+        cfg = getattr(module, "make_config", lambda a: config_from_args(module.Config, a, where=name))(args)
+        args.seed, args.device = args.seed or 0, args.device or "auto"
+        rc = module.main(cfg, args)
     except World2ActError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

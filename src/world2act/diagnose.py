@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,16 @@ class DiagnoseConfig:
         seed: seed of the x0 noise, the imagination and the perturbations.
     """
 
-    wm: str = ""
-    align: str = ""
-    dataset: str = ""
-    episodes: int = 8
+    wm: str = opt("", "world-model folder (output of `world2act train-wm`)")
+    align: str = opt("", "Stage-1 folder (output of `world2act align`)")
+    dataset: str = opt("", "demonstration dataset (output of `world2act collect`)")
+    episodes: int = opt(8, "held-out demos to use, two per task first (default 8; 0 = all)")
     sigma: float = 0.1
-    sigmas: list[float] = dataclasses.field(default_factory=lambda: [1.0, 4.0])
+    sigmas: list[float] = opt(help="further x0 noise levels, comma-separated (default 1,4)", factory=lambda: [1.0, 4.0])
     shifts: list[int] = dataclasses.field(default_factory=lambda: [1, -1])
-    imagine: bool = True
-    samples: int = 2
-    imagine_steps: int = 10
+    imagine: bool = opt(True, "skip the imagination rows (real video only)", flag="--no-imagine")
+    samples: int = opt(2, "imagination samples per init state (default 2)")
+    imagine_steps: int = opt(10, "sampling steps per imagined clip (default 10)")
     epsilons: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 1.0])
     eps_draws: int = 8
     seed: int = 0
@@ -630,28 +631,12 @@ def render_markdown(r: dict) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    """``world2act diagnose`` options (shared --out/--seed/--device/--config/overrides from cli.py)."""
-    parser.add_argument("--wm", help="world-model folder (output of `world2act train-wm`)")
-    parser.add_argument("--align", help="Stage-1 folder (output of `world2act align`)")
-    parser.add_argument("--dataset", help="demonstration dataset (output of `world2act collect`)")
-    parser.add_argument("--episodes", type=int, help="held-out demos to use, two per task first (default 8; 0 = all)")
-    parser.add_argument("--sigmas", help="further x0 noise levels, comma-separated (default 1,4)")
-    parser.add_argument("--samples", type=int, help="imagination samples per init state (default 2)")
-    parser.add_argument("--imagine-steps", type=int, help="sampling steps per imagined clip (default 10)")
-    parser.add_argument("--no-imagine", action="store_true", help="skip the imagination rows (real video only)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+Config, RUN_OPTIONS = DiagnoseConfig, ("overwrite",)
 
 
-def main(args) -> int:
-    from world2act.utils.config import load_config
+def main(cfg: DiagnoseConfig, args) -> int:
     from world2act.utils.seeding import resolve_device, set_torch_threads
 
-    if not args.out:
-        raise World2ActError("diagnose: --out DIR is required")
-    cfg = load_config(DiagnoseConfig, args.config, args.overrides, wm=args.wm, align=args.align, dataset=args.dataset,
-                      episodes=args.episodes, sigmas=args.sigmas, samples=args.samples,
-                      imagine_steps=args.imagine_steps, imagine=False if args.no_imagine else None, seed=args.seed)
     set_torch_threads()
     r = run(cfg, args.out, device=resolve_device(args.device), overwrite=args.overwrite)
     for row in r["rows"]:

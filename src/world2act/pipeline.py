@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 from world2act.utils.io import read_json, write_json
 
 log = logging.getLogger("world2act.pipeline")
@@ -81,10 +82,14 @@ class PipelineConfig:
         device: passed to every stage as ``--device`` unless ``auto``.
     """
 
-    preset: str = ""
-    parallel: int = 2
-    only: list[str] = dataclasses.field(default_factory=list)
-    log_with: str = "none"
+    preset: str = opt("", "smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, "
+                      "make demo); metaworld: four Meta-World grasp tasks, the cheap proving ground (≈ 60 min); "
+                      "paper: the paper's protocol (GPU); required here or in --config", required=True,
+                      choices="world2act.presets:PRESETS")
+    parallel: int = opt(2, "stages run at once when their inputs are ready (default 2: one per core)")
+    only: list[str] = opt(help="comma-separated stage names allowed to run (others must be up to date)", factory=list)
+    log_with: str = opt("none", "experiment tracker passed on to the training stages (default none)",
+                        choices="world2act.utils.tracking:BACKENDS")
     seed: int = 0
     device: str = "auto"
 
@@ -319,38 +324,13 @@ def measure_paired_latency(out: str | Path, *, base: str = "base", post: str = "
     return res
 
 
-def add_arguments(p) -> None:
+Config, RUN_OPTIONS = PipelineConfig, ("resume", "overwrite")
+
+
+def main(cfg: PipelineConfig, args) -> int:
+    """``world2act pipeline``: run the :class:`PipelineConfig` (``--resume`` is the default behaviour)."""
     from world2act.presets import PRESETS
 
-    p.add_argument("--preset", choices=list(PRESETS),
-                   help="smoke: toy sizes (≤ 8 min, CI); quick: libero_object, meaningful comparison (≤ 60 min, make demo); "
-                        "metaworld: four Meta-World grasp tasks, the cheap proving ground (≈ 60 min); "
-                        "paper: the paper's protocol (GPU); required here or in --config")
-    p.add_argument("--resume", action="store_true", help="continue an existing run (the default behaviour; kept for symmetry)")
-    p.add_argument("--overwrite", action="store_true", help="delete --out and start over")
-    p.add_argument("--only", help="comma-separated stage names allowed to run (others must be up to date)")
-    p.add_argument("--parallel", type=int, default=None,
-                   help="stages run at once when their inputs are ready (default 2: one per core)")
-    from world2act.utils.tracking import add_argument
-
-    add_argument(p)
-    p.set_defaults(log_with=None)  # not given: --config's log_with, else none
-
-
-def main(args) -> int:
-    """``world2act pipeline``: build the :class:`PipelineConfig` (defaults <- ``--config`` <- options
-    <- ``key=value``; ``--seed 0`` and ``--device auto``, the shared defaults, count as not given)
-    and run it."""
-    from world2act.presets import PRESETS
-    from world2act.utils.config import load_config
-
-    if not args.out:
-        raise World2ActError("pipeline: --out is required")
-    cfg = load_config(PipelineConfig, getattr(args, "config", None), getattr(args, "overrides", None),
-                      preset=args.preset, parallel=args.parallel, only=args.only, log_with=getattr(args, "log_with", None),
-                      seed=args.seed or None, device=None if args.device == "auto" else args.device)
-    if not cfg.preset:
-        raise World2ActError("pipeline: --preset is required (or preset: in --config)")
     if cfg.preset not in PRESETS:
         raise World2ActError(f"pipeline: unknown preset {cfg.preset!r}; valid: {', '.join(PRESETS)}")
     summary = run_pipeline(cfg.preset, args.out, overwrite=args.overwrite, only=list(cfg.only) or None,

@@ -77,10 +77,9 @@ def test_align_command_prints_the_same_skill_line(tmp_path, capsys, monkeypatch)
     h = {**retrieval_metrics(v, a, skill_ids=[0, 0, 1, 1], demo_ids=[0, 1, 0, 1]), "rec_mse": 0.01}
     monkeypatch.setattr(train, "run", lambda cfg, out, **kw: {"heldout": h, "heldout_summary": heldout_summary(h)})
     monkeypatch.setenv("WORLD2ACT_THREADS", "1")  # main() sets the torch thread count
-    args = argparse.Namespace(out=str(tmp_path / "o"), config=None, overrides=[], skills="S", wm="W", variant=None,
-                              steps=None, hard_ratio=None, lam=None, latent_source=None, sigma=None, compare=False,
-                              seed=0, device="cpu", resume=False, overwrite=False)
-    assert train.main(args) == 0
+    args = argparse.Namespace(out=str(tmp_path / "o"), seed=0, device="cpu", resume=False, overwrite=False,
+                              log_with="none")
+    assert train.main(train.AlignConfig(skills="S", wm="W"), args) == 0
     out = capsys.readouterr().out
     assert "same skill only: top-1 v→a 0.750" in out and "(chance 0.500)" in out
     assert f"hard-negative cos {(1 + 3 * R) / 4:.3f}" in out

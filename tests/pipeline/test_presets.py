@@ -1,11 +1,10 @@
 """Every preset's stage arguments parse with their command's own parser (a misspelt flag in a
 preset would otherwise surface only when that stage runs, possibly an hour into `make demo`)."""
-import argparse
 import importlib
 
 import pytest
 
-from world2act.cli import COMMANDS, _add_shared
+from world2act.cli import COMMANDS, command_parser
 from world2act.presets import PRESETS
 
 
@@ -17,9 +16,7 @@ def test_preset_stage_arguments_parse(name):
     assert len(set(names)) == len(names)
     for st in stages:
         assert set(st.after) <= set(names[:names.index(st.name)]), (name, st.name)  # dependency order
-        parser = argparse.ArgumentParser(prog=f"world2act {st.command}")
-        importlib.import_module(COMMANDS[st.command][0]).add_arguments(parser)
-        _add_shared(parser)
+        parser = command_parser(st.command, importlib.import_module(COMMANDS[st.command][0]))
         args = parser.parse_args([a.replace("{out}", "/tmp/x") for a in st.args] + ["--out", "/tmp/x/" + st.name])
         for ov in args.overrides:
             assert "=" in ov, (name, st.name, ov)

@@ -24,6 +24,7 @@ from world2act.align.data import AlignData, split_by_demo
 from world2act.align.losses import LOSS_VARIANTS, reconstruction_loss, stage1_loss
 from world2act.align.metrics import evaluate_bundle, heldout_summary
 from world2act.align.negatives import NegativeSampler
+from world2act.utils.config import opt
 from world2act.utils.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -59,26 +60,27 @@ class AlignConfig:
     ``max_clips`` caps the clips used (0 = all); ``wm_batch`` clips per WM call.
     """
 
-    skills: str = ""
-    wm: str = ""
+    skills: str = opt("", "skill dataset folder (output of `world2act segment`)", required=True)
+    wm: str = opt("", "world-model folder (output of `world2act train-wm`)", required=True)
     latent_dim: int = 32
-    variant: str = "bi_infonce"
-    lam: float = 0.1
+    variant: str = opt("bi_infonce", "contrastive loss (default bi_infonce, the paper's)", choices=list(LOSS_VARIANTS))
+    lam: float = opt(0.1, "InfoNCE weight λ (default 0.1)")
     video_rec: float = 0.0
     tau: float = 0.07
     margin: float = 0.2
-    hard_ratio: float = 0.25
+    hard_ratio: float = opt(0.25, "fraction of hard negatives (paper 0.25; authors' code 0.75)")
     num_negatives: int = 15
     batch_size: int = 32
     negatives: str = "in_batch"
     anchors_per_batch: int = 16
-    steps: int = 2000
+    steps: int = opt(2000, "training steps (default 2000)")
     lr: float = 1e-4
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    latent_source: str = "denoised"
-    sigma: float = 0.1
+    latent_source: str = opt("denoised", "WM latents: x0 prediction for the ground-truth clip (default) or a generated clip",
+                             choices=["denoised", "generated"])
+    sigma: float = opt(0.1, "noise level for the x0 prediction (default 0.1)")
     generate_steps: int = 10
     val_fraction: float = 0.2
     heldout: str = "wm"
@@ -87,7 +89,7 @@ class AlignConfig:
     eval_every: int = 200
     log_every: int = 20
     checkpoint_every: int = 200
-    compare: bool = False
+    compare: bool = opt(False, "also train the three Table S3 ablation variants and compare")
     seed: int = 0
 
     def __post_init__(self):
@@ -454,39 +456,15 @@ def _run(cfg: AlignConfig, out: Path, *, device, resume, data, adapter_cfg, prog
 
 
 # --------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    """``world2act align`` options (shared --out/--seed/--device/--config/overrides come from cli.py)."""
-    parser.add_argument("--skills", help="skill dataset folder (output of `world2act segment`)")
-    parser.add_argument("--wm", help="world-model folder (output of `world2act train-wm`)")
-    parser.add_argument("--variant", choices=list(LOSS_VARIANTS), help="contrastive loss (default bi_infonce, the paper's)")
-    parser.add_argument("--steps", type=int, help="training steps (default 2000)")
-    parser.add_argument("--hard-ratio", type=float, help="fraction of hard negatives (paper 0.25; authors' code 0.75)")
-    parser.add_argument("--lam", type=float, help="InfoNCE weight λ (default 0.1)")
-    parser.add_argument("--latent-source", choices=["denoised", "generated"],
-                        help="WM latents: x0 prediction for the ground-truth clip (default) or a generated clip")
-    parser.add_argument("--sigma", type=float, help="noise level for the x0 prediction (default 0.1)")
-    parser.add_argument("--compare", action="store_true", help="also train the three Table S3 ablation variants and compare")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="delete --out first")
-    from world2act.utils.tracking import add_argument
-
-    add_argument(parser)
+Config, RUN_OPTIONS = AlignConfig, ("resume", "overwrite", "log_with")
 
 
-def main(args) -> int:
-    from world2act.utils.config import load_config
+def main(cfg: AlignConfig, args) -> int:
     from world2act.utils.seeding import resolve_device, set_torch_threads
 
-    if not args.out:
-        raise World2ActError("align: --out DIR is required")
-    cfg = load_config(AlignConfig, args.config, args.overrides, skills=args.skills, wm=args.wm, variant=args.variant,
-                      steps=args.steps, hard_ratio=args.hard_ratio, lam=args.lam, latent_source=args.latent_source,
-                      sigma=args.sigma, compare=True if args.compare else None, seed=args.seed)
-    if not cfg.skills or not cfg.wm:
-        raise World2ActError("align: --skills DIR and --wm DIR are required")
     set_torch_threads()
     metrics = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
-                  log_with=getattr(args, "log_with", "none"))
+                  log_with=args.log_with)
     h = metrics.get("heldout", {})
     if h:
         print(f"held-out: top-1 v→a {h['top1_v2a']:.3f}, a→v {h['top1_a2v']:.3f} (chance {h['chance']:.3f}); "

@@ -48,6 +48,7 @@ import torch
 from world2act import World2ActError
 from world2act.baselines.idm import IDMConfig, IDMTrainConfig, InverseDynamicsModel, resize_frames, train_idm
 from world2act.posttrain.config import PostTrainConfig
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,12 @@ class FinetuneConfig:
         ema_decay: EMA of the weights (saved weights are the EMA; 0 = off).
     """
 
-    steps: int = 1000
+    steps: int = opt(1000, "fine-tuning optimiser steps (default 1000)")
     batch_size: int = 64
     lr: float = 1e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    pseudo_fraction: float = 0.5
+    pseudo_fraction: float = opt(0.5, "share of each fine-tuning batch from pseudo-labelled data (default 0.5)")
     augment_shift: int = 4
     ema_decay: float = 0.999
 
@@ -113,13 +114,14 @@ class DreamGenConfig:
         seed: RNG seed (IDM init and batches, fine-tuning batches and flow noise).
     """
 
-    policy: str = ""
-    wm: str = ""
-    dataset: str = ""
-    benchmark: str = "libero_object"
-    tasks: list[str] = dataclasses.field(default_factory=lambda: ["0"])
-    init_states_per_task: int = PostTrainConfig.init_states_per_task
-    imagine_steps: int = PostTrainConfig.imagine_steps
+    policy: str = opt("", "base policy folder (built-in flow policy; its weights are fine-tuned)")
+    wm: str = opt("", "world-model folder (the one Stage 2 imagines with)")
+    dataset: str = opt("", "demonstrations (LeRobot; comma-separated for several): IDM training + real half of the batches")
+    benchmark: str = opt("libero_object", "benchmark whose post-training init states are imagined (default libero_object)")
+    tasks: list[str] = opt(help="task ids / names, comma-separated", factory=lambda: ["0"])
+    init_states_per_task: int = opt(PostTrainConfig.init_states_per_task, "imagined trajectories per task "
+                                    "(post-train's --init-states; default 8)", flag="--init-states")
+    imagine_steps: int = opt(PostTrainConfig.imagine_steps, "world-model sampling steps per clip (default: post-train's, 10)")
     episodes_per_task: int = 0
     pseudo_state: str = "idm"
     ensemble: bool = True
@@ -736,34 +738,12 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
 
 
 # ---------------------------------------------------------------------------- CLI
-def add_arguments(p) -> None:
-    """``world2act dreamgen`` options (shared --out/--seed/--device/--config/overrides from cli.py)."""
-    p.add_argument("--policy", help="base policy folder (built-in flow policy; its weights are fine-tuned)")
-    p.add_argument("--wm", help="world-model folder (the one Stage 2 imagines with)")
-    p.add_argument("--dataset", help="demonstrations (LeRobot; comma-separated for several): IDM training + real half of the batches")
-    p.add_argument("--benchmark", help="benchmark whose post-training init states are imagined (default libero_object)")
-    p.add_argument("--tasks", help="task ids / names, comma-separated")
-    p.add_argument("--init-states", type=int, help="imagined trajectories per task (post-train's --init-states; default 8)")
-    p.add_argument("--imagine-steps", type=int, help="world-model sampling steps per clip (default: post-train's, 10)")
-    p.add_argument("--idm-steps", type=int, help="IDM optimiser steps (default 1500)")
-    p.add_argument("--steps", type=int, help="fine-tuning optimiser steps (default 1000)")
-    p.add_argument("--pseudo-fraction", type=float, help="share of each fine-tuning batch from pseudo-labelled data (default 0.5)")
-    p.add_argument("--resume", action="store_true", help="reuse a finished IDM and imagined videos in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+Config, RUN_OPTIONS = DreamGenConfig, ("resume", "overwrite")
 
 
-def main(args) -> int:
-    from world2act.utils.config import load_config
+def main(cfg: DreamGenConfig, args) -> int:
     from world2act.utils.seeding import resolve_device, set_torch_threads
 
-    if not args.out:
-        raise World2ActError("dreamgen: --out DIR is required")
-    nested = [f"idm.steps={args.idm_steps}" if args.idm_steps is not None else "",
-              f"finetune.steps={args.steps}" if args.steps is not None else "",
-              f"finetune.pseudo_fraction={args.pseudo_fraction}" if args.pseudo_fraction is not None else ""]
-    cfg = load_config(DreamGenConfig, args.config, [o for o in nested if o] + list(args.overrides or []),
-                      policy=args.policy, wm=args.wm, dataset=args.dataset, benchmark=args.benchmark, tasks=args.tasks,
-                      init_states_per_task=args.init_states, imagine_steps=args.imagine_steps, seed=args.seed)
     set_torch_threads()
     m = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite)
     i = m["idm"]

@@ -34,6 +34,7 @@ from torch import nn
 
 from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class IDMTrainConfig:
         channels / hidden / predict_state: network sizes (:class:`IDMConfig`).
     """
 
-    steps: int = 1500
+    steps: int = opt(1500, "IDM optimiser steps (default 1500)", flag="--idm-steps")
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4

@@ -28,7 +28,6 @@ Videos use ``--video-codec`` (default ``h264``: yuv420p, browser-playable).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -40,6 +39,7 @@ import numpy as np
 
 from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,20 @@ class CollectConfig:
             ``av1``).
     """
 
-    benchmark: str
-    tasks: list
-    episodes: int
-    image_size: int = 64
-    cameras: list | None = None
-    workers: int = 2
-    max_attempts: int | None = None
+    benchmark: str = opt("", "libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld",
+                         required=True)
+    tasks: list = opt(help="comma-separated LIBERO task ids (0,1,...) or Meta-World env names "
+                      "(pick-place-v3,door-open-v3), or 'all'", factory=list, required=True)
+    episodes: int = opt(0, "successful demonstrations per task", required=True)
+    image_size: int = opt(64, "square frame size in pixels (default 64)")
+    cameras: list | None = opt(None, "comma-separated cameras (default: agentview,wrist for LIBERO; "
+                               "corner2,gripperPOV for Meta-World)")
+    workers: int | None = opt(None, "worker processes (default: CPU cores; 0 = in this process)")
+    max_attempts: int | None = opt(None, "rollouts allowed per task (default 3 x --episodes; at most 10000)")
     seed: int = 0
-    max_steps: int | None = None
-    video_codec: str = "h264"
+    max_steps: int | None = opt(None, "step cap per episode (default: the suite's budget; Meta-World 500)")
+    video_codec: str = opt("h264", "video encoding: h264 (default; yuv420p, browser-playable), h264-444 (full "
+                           "chroma), h264-lossless (yuv444p CRF 0), av1 (LeRobot's codec)")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -402,39 +406,15 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``world2act collect`` (``--out``, ``--seed`` … are added by the CLI)."""
-    p.add_argument("--benchmark", required=True, help="libero_object | libero_spatial | libero_goal | libero_10 | libero_90 | metaworld")
-    p.add_argument("--tasks", required=True, help="comma-separated LIBERO task ids (0,1,...) or Meta-World env names "
-                   "(pick-place-v3,door-open-v3), or 'all'")
-    p.add_argument("--episodes", type=int, required=True, help="successful demonstrations per task")
-    p.add_argument("--image-size", type=int, default=64, help="square frame size in pixels (default 64)")
-    p.add_argument("--cameras", default=None, help="comma-separated cameras (default: agentview,wrist for LIBERO; "
-                   "corner2,gripperPOV for Meta-World)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU cores; 0 = in this process)")
-    p.add_argument("--max-attempts", type=int, default=None, help="rollouts allowed per task (default 3 x --episodes; at most 10000)")
-    p.add_argument("--max-steps", type=int, default=None, help="step cap per episode (default: the suite's budget; Meta-World 500)")
-    p.add_argument("--video-codec", default="h264", help="video encoding: h264 (default; yuv420p, browser-playable), "
-                   "h264-444 (full chroma), h264-lossless (yuv444p CRF 0), av1 (LeRobot's codec)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted collection in --out up to --episodes per task")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+Config, RUN_OPTIONS = CollectConfig, ("resume", "overwrite")
 
 
-def main(args: argparse.Namespace) -> int:
+def main(cfg: CollectConfig, args) -> int:
     """Entry point of ``world2act collect``."""
     from world2act.envs.parallel import default_workers
 
-    if not args.out:
-        raise World2ActError("--out is required (the dataset folder to write)")
-    if args.resume and args.overwrite:
-        raise World2ActError("--resume and --overwrite exclude each other")
-    if getattr(args, "overrides", None):
-        raise World2ActError(f"collect takes no key=value overrides, got {args.overrides}")
-    cfg = CollectConfig(benchmark=args.benchmark, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], episodes=args.episodes, image_size=args.image_size,
-                        cameras=args.cameras.split(",") if args.cameras else None,
-                        workers=default_workers() if args.workers is None else args.workers,
-                        max_attempts=args.max_attempts, seed=args.seed, max_steps=args.max_steps,
-                        video_codec=args.video_codec)
+    cfg = dataclasses.replace(cfg, tasks=[str(t).strip() for t in cfg.tasks if str(t).strip()],
+                              workers=default_workers() if cfg.workers is None else cfg.workers)
     stats = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"collect: {stats['episodes_written']} demonstrations in {args.out} "
           f"({stats['new_episodes']} new, {stats['demos_per_min']:.1f} demos/min, expert success rate "

@@ -3,7 +3,7 @@ trial) and test the difference — mean paired difference with its 95% interval 
 McNemar test on the discordant pairs, overall and per task (docs/evaluation.md)."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,20 @@ from world2act import World2ActError
 from world2act.evaluation.report import paired_figures, paired_table
 from world2act.evaluation.stats import (ALPHA, VERDICT_RULE, episode_records, paired_comparison,
                                         paired_verdict)
+from world2act.utils.config import opt
 from world2act.utils.io import atomic_write, read_json, write_json
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", required=True, help="evaluation folder of the reference policy (holds eval.json), or the eval.json")
-    p.add_argument("--post", required=True, help="evaluation folder of the policy compared with it (holds eval.json), or the eval.json")
+@dataclasses.dataclass
+class CompareConfig:
+    """What ``world2act eval-compare`` pairs."""
+
+    base: str = opt("", "evaluation folder of the reference policy (holds eval.json), or the eval.json", required=True)
+    post: str = opt("", "evaluation folder of the policy compared with it (holds eval.json), or the eval.json",
+                    required=True)
+
+
+Config = CompareConfig
 
 
 def load_eval(path: str | Path) -> tuple[Path, dict]:
@@ -96,10 +104,8 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
-    if not args.out:
-        raise World2ActError("eval-compare: --out is required (folder for paired.json and paired.md)")
-    res = compare(args.base, args.post)
+def main(cfg: CompareConfig, args) -> int:
+    res = compare(cfg.base, cfg.post)
     out = Path(args.out)
     write_json(out / "paired.json", res)
     atomic_write(out / "paired.md", markdown(res))

@@ -44,7 +44,6 @@ one is resumed (``--resume``). ``DIR/compare.json``, ``compare.md`` and ``compar
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import gc
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -596,27 +596,35 @@ def write_outputs(out: Path, res: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grid", help="grid YAML: shared protocol + cells {name, method: base|world2act|dreamgen, "
-                                  "overrides} (docs/compare.md); --config FILE is the same; trailing key=value "
-                                  "overrides change the grid's shared keys (trials=10, eval.workers=0)")
-    p.add_argument("--check", action="store_true", help="validate the grid and list the cells, run nothing")
+@dataclasses.dataclass
+class CompareGridArgs:
+    """Options of ``world2act compare``: the grid file is its config (``--config`` is the same file)
+    and trailing ``key=value`` overrides change the grid's shared keys."""
+
+    grid: str = opt("", "grid YAML: shared protocol + cells {name, method: base|world2act|dreamgen, overrides} "
+                    "(docs/compare.md); --config FILE is the same; trailing key=value overrides change the grid's "
+                    "shared keys (trials=10, eval.workers=0)")
+    check: bool = opt(False, "validate the grid and list the cells, run nothing")
 
 
-def main(args: argparse.Namespace) -> int:
+Config = CompareGridArgs
+
+
+def make_config(args) -> CompareGridArgs:
+    if args.grid and args.config and args.config != args.grid:
+        raise World2ActError("compare: give the grid once (--grid or --config), not two different files")
+    if not (args.grid or args.config):
+        raise World2ActError("compare: --grid FILE.yaml is required (docs/compare.md)")
+    return CompareGridArgs(grid=args.grid or args.config, check=bool(args.check))
+
+
+def main(cfg: CompareGridArgs, args) -> int:
     from world2act.utils.seeding import resolve_device, set_torch_threads
 
-    if not args.out:
-        raise World2ActError("compare: --out DIR is required (one folder per cell, compare.json/.md/.png)")
-    path = args.grid or getattr(args, "config", None)
-    if not path:
-        raise World2ActError("compare: --grid FILE.yaml is required (docs/compare.md)")
-    if args.grid and getattr(args, "config", None) and args.config != args.grid:
-        raise World2ActError("compare: give the grid once (--grid or --config), not two different files")
-    grid = load_grid(path, seed=args.seed, overrides=list(getattr(args, "overrides", None) or []))
+    grid = load_grid(cfg.grid, seed=args.seed, overrides=list(args.overrides or []))
     log.info("compare: grid %s valid: %d cell(s) on %s, %d task(s) x %d seed(s) x %d trials, reference %s",
              grid.path, len(grid.cells), grid.benchmark, len(grid.tasks), len(grid.seeds), grid.trials, grid.reference)
-    if getattr(args, "check", False):
+    if cfg.check:
         for c in grid.cells:
             print(f"{c.name}: {c.method} (policy {c.policy})")
         return 0

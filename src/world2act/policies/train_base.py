@@ -14,7 +14,6 @@ resumed run sees the same batches as an uninterrupted one. Ctrl-C saves a checkp
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import math
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,15 @@ class TrainBaseConfig:
         seed: random seed.
     """
 
-    dataset: str = ""
-    steps: int = 4000
-    batch_size: int = 64
-    lr: float = 3e-4
+    dataset: str = opt("", "LeRobot dataset folder (from `world2act collect`)")
+    steps: int = opt(4000, "optimiser steps (default 4000)")
+    batch_size: int = opt(64, "batch size (default 64)")
+    lr: float = opt(3e-4, "peak learning rate (default 3e-4)")
     weight_decay: float = 1e-4
     warmup_steps: int = 200
-    max_minutes: float = 0.0
-    episodes_per_task: int = 0
-    chunk_size: int = 8
+    max_minutes: float = opt(0.0, "stop and save after this many minutes (default: no limit)")
+    episodes_per_task: int = opt(0, "use at most N demonstrations per task (default all)")
+    chunk_size: int = opt(8, "actions per chunk K (default 8)")
     cameras: tuple[str, ...] = ()
     d_model: int = 128
     cnn_channels: tuple[int, ...] = (16, 32, 64)
@@ -68,7 +68,7 @@ class TrainBaseConfig:
     augment_shift: int = 4
     ema_decay: float = 0.999
     save_every: int = 500
-    threads: int = 0
+    threads: int = opt(0, "torch threads (default all cores)")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -383,33 +383,13 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
 
 
 # ---------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="LeRobot dataset folder (from `world2act collect`)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 4000)")
-    p.add_argument("--batch-size", type=int, help="batch size (default 64)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 3e-4)")
-    p.add_argument("--max-minutes", type=float, help="stop and save after this many minutes (default: no limit)")
-    p.add_argument("--episodes-per-task", type=int, help="use at most N demonstrations per task (default all)")
-    p.add_argument("--chunk-size", type=int, help="actions per chunk K (default 8)")
-    p.add_argument("--threads", type=int, help="torch threads (default all cores)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    from world2act.utils.tracking import add_argument
-
-    add_argument(p)
+Config, RUN_OPTIONS = TrainBaseConfig, ("resume", "overwrite", "log_with")
 
 
-def main(args: argparse.Namespace) -> int:
-    from world2act.utils.config import load_config
+def main(cfg: TrainBaseConfig, args) -> int:
     from world2act.utils.seeding import resolve_device
 
-    if not args.out:
-        raise World2ActError("train-base: --out is required (the policy folder to write)")
-    cfg = load_config(TrainBaseConfig, args.config, args.overrides, dataset=args.dataset, steps=args.steps,
-                      batch_size=args.batch_size, lr=args.lr, max_minutes=args.max_minutes,
-                      episodes_per_task=args.episodes_per_task, chunk_size=args.chunk_size, threads=args.threads,
-                      seed=args.seed)
     m = run(cfg, args.out, device=resolve_device(args.device), resume=args.resume, overwrite=args.overwrite,
-            log_with=getattr(args, "log_with", "none"))
+            log_with=args.log_with)
     print(f"base policy: {args.out} ({m['steps']} steps, {m['train_minutes']} min, {m['demonstrations']} demos)")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 #: default LoRA targets (``adapter=lora``): the base flow policy's action head; the same as
 #: :data:`world2act.policies.lora_policy.DEFAULT_TARGETS` (kept here so the config loads without torch)
@@ -80,7 +81,7 @@ class PostTrainConfig:
         imagine_steps: flow-matching sampling steps for the imagined rollouts.
         max_chunks: cap on chunks per rollout (default: the imagined length, bounded by the
             suite's step budget).
-        workers: simulator worker processes.
+        workers: simulator worker processes (0 = the simulators run in this process).
         camera: the image the residual's visual encoder reads ("" = the base policy's first
             camera: agentview on LIBERO, corner2 on Meta-World).
         checkpoint_every: save a resumable checkpoint every this many iterations.
@@ -101,18 +102,20 @@ class PostTrainConfig:
             rollout and update time alike (0 = the base policy's own ``flow_steps``).
     """
 
-    policy: str = ""
-    wm: str = ""
-    align: str = ""
-    benchmark: str = "libero_object"
-    tasks: list[str] = dataclasses.field(default_factory=lambda: ["0"])
-    init_states_per_task: int = 8
-    num_envs: int = 4
-    iterations: int = 20
+    policy: str = opt("", "frozen base policy folder, or remote://HOST:PORT (a policy served by world2act serve)",
+                      required=True)
+    wm: str = opt("", "world-model folder (Skill-WM)", required=True)
+    align: str = opt("", "Stage-1 folder", required=True)
+    benchmark: str = opt("libero_object", "benchmark for the on-policy rollouts (default libero_object)")
+    tasks: list[str] = opt(help="task ids / names, comma-separated", factory=lambda: ["0"])
+    init_states_per_task: int = opt(8, "imagined trajectories per task", flag="--init-states")
+    num_envs: int = opt(4, "parallel rollouts per update (N ≥ 2)")
+    iterations: int = opt(20, "rollout + update rounds")
     epochs_per_rollout: int = 1
     updates_per_round: int = 0
     replay: int = 0
-    targets: str = "imagined"
+    targets: str = opt("imagined", "Stage-2 targets: the world model's imagination (default, the paper) or the "
+                       "scripted expert's own video from the same init state (an oracle)", choices=["imagined", "demo"])
     demo_sigma: float = 0.1
     task_mixing: str = "single"
     contrast: str = "sequence"
@@ -131,7 +134,7 @@ class PostTrainConfig:
     delta_l2: float = 0.0
     imagine_steps: int = 10
     max_chunks: int = 0
-    workers: int = 2
+    workers: int = opt(2, "simulator worker processes")
     camera: str = ""
     checkpoint_every: int = 5
     seed: int = 0
@@ -147,9 +150,11 @@ class PostTrainConfig:
             raise World2ActError(f"post-train: num_envs must be ≥ 2 (InfoNCE needs negatives), got {self.num_envs}")
         if self.init_states_per_task < self.num_envs:
             raise World2ActError(f"post-train: init_states_per_task ({self.init_states_per_task}) must be ≥ num_envs ({self.num_envs})")
-        for name in ("iterations", "epochs_per_rollout", "imagine_steps", "workers", "checkpoint_every"):
+        for name in ("iterations", "epochs_per_rollout", "imagine_steps", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise World2ActError(f"post-train: workers must be ≥ 0 (0 = simulators in this process), got {self.workers}")
         choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
                    "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
                    "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear"),

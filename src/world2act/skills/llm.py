@@ -44,6 +44,7 @@ from world2act import World2ActError
 from world2act.skills.contacts import ContactEvent
 from world2act.skills.decompose import VOCABULARY, SkillStep
 from world2act.skills.sync import Alignment, boundaries_from_indices
+from world2act.utils.config import opt
 from world2act.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -95,17 +96,20 @@ class LLMConfig:
             ``~/.cache/world2act/llm``); ``""`` disables caching.
     """
 
-    base_url: str = "https://api.deepseek.com"
-    model: str = "deepseek-chat"
-    api_key_env: str = "DEEPSEEK_API_KEY"
-    timeout_s: float = 60.0
+    base_url: str = opt("https://api.deepseek.com", "OpenAI-compatible API root (default https://api.deepseek.com)",
+                        flag="--llm-base-url")
+    model: str = opt("deepseek-chat", "model name (default deepseek-chat)", flag="--llm-model")
+    api_key_env: str = opt("DEEPSEEK_API_KEY", "environment variable holding the API key (default DEEPSEEK_API_KEY)",
+                           flag="--llm-api-key-env")
+    timeout_s: float = opt(60.0, "per-request timeout in seconds (default 60)", flag="--llm-timeout")
     max_retries: int = 3
     backoff_s: float = 2.0
-    concurrency: int = 4
+    concurrency: int = opt(4, "requests in flight (default 4)", flag="--llm-concurrency")
     temperature: float = 0.0
     max_tokens: int = 1024
-    json_mode: bool = False
-    cache_dir: str | None = None
+    json_mode: bool = opt(False, "request response_format=json_object", flag="--llm-json-mode")
+    cache_dir: str | None = opt(None, "answer cache folder (default ~/.cache/world2act/llm; '' disables)",
+                                flag="--llm-cache-dir")
 
     def resolved_cache_dir(self) -> Path | None:
         if self.cache_dir == "":

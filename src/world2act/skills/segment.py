@@ -27,7 +27,6 @@ recomputed deterministically); ``--overwrite`` starts over.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -43,6 +42,7 @@ from world2act.skills.contacts import (BENCHMARK_DEFAULTS, CONVENTIONS, ContactP
 from world2act.skills.decompose import SchemaDecomposer, SkillStep, UnparseableInstruction
 from world2act.skills.llm import LLMConfig
 from world2act.skills.sync import EpisodeSegmentation, align_schema, sync_summary
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +88,29 @@ class SegmentConfig:
         progress: show progress bars.
     """
 
-    dataset: str = ""
+    dataset: str = opt("", "demonstration dataset folder (LeRobot v3, from `world2act collect`)")
     out: str = ""
-    decomposer: str = "schema"
-    tau: float | None = None
-    w_open: str = "dataset"
+    decomposer: str = opt("schema", "schema (default: deterministic, offline) or llm (OpenAI-compatible endpoint, "
+                          "appendix E)", choices=["schema", "llm"])
+    tau: float | None = opt(None, "contact threshold on the closure signal c=1-w/w_open (default: libero 0.10, "
+                            "metaworld 0.30)")
+    w_open: str = opt("dataset", "fully-open width calibration: dataset (default), benchmark, episode, or a number")
     min_duration: int = 4
     min_gap: int = 4
     settle_frac: float = 0.9
     max_settle: int = 15
-    use_gripper_action: bool = False
-    min_clip_frames: int = 8
+    use_gripper_action: bool = opt(False, "corroborate closures with the commanded gripper action sign")
+    min_clip_frames: int = opt(8, "discard episodes whose clips would be shorter (default 8)")
     max_ignored_retries: int = 2
-    include_failed: bool = False
-    gripper_from: str = ""
-    video_codec: str = ""
+    include_failed: bool = opt(False, "also segment episodes recorded as unsuccessful")
+    gripper_from: str = opt("", "closure signal from a gripper action/state dimension instead of "
+                            "observation.gripper_width, e.g. action:6, action:gripper, state:7:close-high (CONV "
+                            "close-high = high values mean closed, default for actions; open-high default for "
+                            "states); see docs/data.md", metavar="SOURCE:DIM[:CONV]")
+    video_codec: str = opt("", "video of the skill dataset: h264 (yuv420p), h264-444, h264-lossless, av1 (default: as "
+                           "the source dataset)")
     llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
-    progress: bool = True
+    progress: bool = opt(True, "no progress bars", flag="--no-progress")
 
     def __post_init__(self) -> None:
         if self.decomposer not in ("schema", "llm"):
@@ -209,68 +215,10 @@ def parse_gripper_from(spec: str, ds, where) -> GripperSource:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``world2act segment`` (shared --out/--seed/--config are added by the CLI)."""
-    p.add_argument("--dataset", help="demonstration dataset folder (LeRobot v3, from `world2act collect`)")
-    p.add_argument("--decomposer", choices=["schema", "llm"], default=None,
-                   help="schema (default: deterministic, offline) or llm (OpenAI-compatible endpoint, appendix E)")
-    p.add_argument("--tau", type=float, default=None,
-                   help="contact threshold on the closure signal c=1-w/w_open (default: libero 0.10, metaworld 0.30)")
-    p.add_argument("--w-open", dest="w_open", default=None,
-                   help="fully-open width calibration: dataset (default), benchmark, episode, or a number")
-    p.add_argument("--min-clip-frames", type=int, default=None, help="discard episodes whose clips would be shorter (default 8)")
-    p.add_argument("--use-gripper-action", action="store_true", default=None,
-                   help="corroborate closures with the commanded gripper action sign")
-    p.add_argument("--include-failed", action="store_true", default=None,
-                   help="also segment episodes recorded as unsuccessful")
-    p.add_argument("--gripper-from", dest="gripper_from", default=None, metavar="SOURCE:DIM[:CONV]",
-                   help="closure signal from a gripper action/state dimension instead of observation.gripper_width, "
-                        "e.g. action:6, action:gripper, state:7:close-high (CONV close-high = high values mean "
-                        "closed, default for actions; open-high default for states); see docs/data.md")
-    p.add_argument("--video-codec", dest="video_codec", default=None,
-                   help="video of the skill dataset: h264 (yuv420p), h264-444, h264-lossless, av1 "
-                        "(default: as the source dataset)")
-    g = p.add_argument_group("LLM decomposer (--decomposer llm)")
-    g.add_argument("--llm-base-url", default=None, help="OpenAI-compatible API root (default https://api.deepseek.com)")
-    g.add_argument("--llm-model", default=None, help="model name (default deepseek-chat)")
-    g.add_argument("--llm-api-key-env", default=None, help="environment variable holding the API key (default DEEPSEEK_API_KEY)")
-    g.add_argument("--llm-concurrency", type=int, default=None, help="requests in flight (default 4)")
-    g.add_argument("--llm-timeout", type=float, default=None, help="per-request timeout in seconds (default 60)")
-    g.add_argument("--llm-cache-dir", default=None, help="answer cache folder (default ~/.cache/world2act/llm; '' disables)")
-    g.add_argument("--llm-json-mode", action="store_true", default=None, help="request response_format=json_object")
-    m = p.add_mutually_exclusive_group()
-    m.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    m.add_argument("--overwrite", action="store_true", help="delete --out first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+Config, RUN_OPTIONS, NEEDS_OUT = SegmentConfig, ("resume", "overwrite"), False  # out may come from --config
 
 
-def config_from_args(args: argparse.Namespace) -> SegmentConfig:
-    """Defaults <- --config YAML <- explicit options <- dotted overrides."""
-    from world2act.utils.config import apply_overrides, from_dict, read_yaml_mapping
-
-    data: dict[str, Any] = read_yaml_mapping(args.config) if getattr(args, "config", None) else {}
-    top = {"dataset": args.dataset, "out": args.out, "decomposer": args.decomposer, "tau": args.tau,
-           "w_open": args.w_open, "min_clip_frames": args.min_clip_frames,
-           "use_gripper_action": args.use_gripper_action, "include_failed": args.include_failed,
-           "gripper_from": getattr(args, "gripper_from", None), "video_codec": getattr(args, "video_codec", None)}
-    data.update({k: v for k, v in top.items() if v is not None})
-    if getattr(args, "no_progress", False):
-        data["progress"] = False
-    llm = dict(data.get("llm") or {})
-    for k, v in (("base_url", args.llm_base_url), ("model", args.llm_model), ("api_key_env", args.llm_api_key_env),
-                 ("concurrency", args.llm_concurrency), ("timeout_s", args.llm_timeout),
-                 ("cache_dir", args.llm_cache_dir), ("json_mode", args.llm_json_mode)):
-        if v is not None:
-            llm[k] = v
-    data["llm"] = llm
-    cfg = from_dict(SegmentConfig, data, args.config or "config")
-    if args.overrides:
-        cfg = apply_overrides(cfg, list(args.overrides))
-    return cfg
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
+def main(cfg: SegmentConfig, args) -> int:
     stats = run(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"segment: {stats['episodes_synced']}/{stats['episodes_in']} episodes synchronised "
           f"(sync rate {stats['sync_rate']:.1%}), {stats['clips_out']} clips -> {cfg.out}")

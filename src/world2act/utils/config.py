@@ -1,12 +1,16 @@
-"""Config dataclasses from YAML files plus dotted ``key=value`` overrides.
+"""Config dataclasses: declared once, parsed from options, YAML files and dotted overrides.
 
-Every stage has one typed config dataclass (validated in ``__post_init__``). The CLI builds
-it from (1) defaults, (2) ``--config FILE.yaml``, (3) explicit command-line options, and
-(4) trailing dotted overrides such as ``train.lr=3e-4 model.hidden=128``.
+Every stage has one typed config dataclass (validated in ``__post_init__``). A field declared
+with :func:`opt` is also a command-line option: :func:`add_config_arguments` generates its
+argparse flag from the field (name, type, help), and :func:`config_from_args` builds the
+config from (1) defaults, (2) ``--config FILE.yaml``, (3) the options given, and (4) trailing
+dotted overrides such as ``train.lr=3e-4 model.hidden=128``. Why a generator and not tyro or
+draccus: docs/architecture.md.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +20,71 @@ import yaml
 from world2act import World2ActError
 
 T = TypeVar("T")
+SHARED = ("out", "seed", "device")  # cli.py's shared options; they fill the config field of that name
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,  # noqa: A002
+        flag: str | None = None, aliases: tuple[str, ...] = (), choices: Any = None, metavar: str | None = None,
+        required: bool = False) -> Any:
+    """A dataclass field that is also a command-line option (``--field-name`` unless ``flag``).
+
+    ``help`` is the ``--help`` text; a bool is a switch (``store_true``, or ``store_false`` when
+    ``flag`` starts with ``--no-``); list fields take comma-separated values; ``choices`` may be
+    ``"module:NAME"`` (imported when the parser is built); ``required``: must be set by the option,
+    the YAML file or an override.
+    """
+    md = {"help": help, "flag": flag, "aliases": tuple(aliases), "choices": choices, "metavar": metavar,
+          "required": required}
+    return dataclasses.field(default=default, default_factory=factory, metadata=md)
+
+
+def cli_fields(cls: type, prefix: str = ""):
+    """``(dotted name, field, type)`` of every :func:`opt` field of ``cls``, nested dataclasses included."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from cli_fields(hints[f.name], f"{prefix}{f.name}.")
+        elif "help" in f.metadata:
+            yield prefix + f.name, f, hints[f.name]
+
+
+def add_config_arguments(parser: Any, cls: type) -> None:
+    """Add one argparse option per :func:`opt` field of ``cls`` (default None = not given)."""
+    for dest, f, tp in cli_fields(cls):
+        md = f.metadata
+        flags = [md["flag"] or "--" + f.name.replace("_", "-"), *md["aliases"]]
+        kw: dict[str, Any] = {"dest": dest, "default": None, "help": md["help"]}
+        if tp is bool:
+            kw["action"] = "store_false" if flags[0].startswith("--no-") else "store_true"
+        else:
+            scalar = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+            kw["type"] = scalar[0] if len(scalar) == 1 and scalar[0] in (int, float) else str
+            choices = md["choices"]
+            if isinstance(choices, str):  # "module:NAME", imported only now
+                mod, _, attr = choices.partition(":")
+                choices = list(getattr(importlib.import_module(mod), attr))
+            kw.update({"choices": choices} if choices else {}, metavar=md["metavar"] or flags[0][2:].upper().replace("-", "_"))
+        parser.add_argument(*flags, **kw)
+
+
+def config_from_args(cls: type[T], args: Any, overrides: list[str] | None = None, where: str = "") -> T:
+    """``cls`` from a parsed command line: :func:`load_config` with ``args.config``, the options
+    given (and ``--out/--seed/--device`` when ``cls`` has such a field) and ``overrides``
+    (default ``args.overrides``); then every ``required`` option must be set.
+
+    Raises:
+        World2ActError: a bad file, key or value, or a required field left empty (names its option).
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {d: getattr(args, d, None) for d, _, _ in cli_fields(cls)}
+    given.update({n: getattr(args, n, None) for n in SHARED if n in names})
+    cfg = load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None) if overrides is None
+                      else overrides, **given)
+    for dest, f, _ in cli_fields(cls):
+        if f.metadata["required"] and getattr(cfg, dest) in ("", None, [], ()):  # required fields are top-level
+            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
+            raise World2ActError(f"{where or cls.__name__}: {flag} is required (or {dest}: in --config)")
+    return cfg
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -38,12 +107,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise World2ActError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
-    if origin in (list, tuple):
+    if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
         inner = args[0] if args else Any
         items = [_coerce(v, inner, where) for v in value]
-        return tuple(items) if origin is tuple else items
+        return tuple(items) if tuple in (origin, tp) else items
     if origin is dict:
         return dict(value)
     if tp is bool:
@@ -121,8 +190,13 @@ def read_yaml_mapping(path: str | Path) -> dict:
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
                 **explicit: Any) -> T:
-    """Defaults <- YAML file <- explicit keyword values (None ignored) <- dotted overrides."""
+    """Defaults <- YAML file <- explicit keyword values (None ignored; dotted keys are nested) <- dotted overrides."""
     data: dict = read_yaml_mapping(path) if path else {}
-    data.update({k: v for k, v in explicit.items() if v is not None})
+    for key, value in explicit.items():
+        *parents, leaf = key.split(".")
+        node = data
+        for p in parents:
+            node = node.setdefault(p, {})
+        node.update({leaf: value} if value is not None else {})
     cfg = from_dict(cls, data, str(path) if path else "config")
     return apply_overrides(cfg, overrides or []) if overrides else cfg

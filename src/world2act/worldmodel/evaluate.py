@@ -39,6 +39,7 @@ import numpy as np
 
 from world2act import World2ActError
 from world2act.envs.registry import SPECS
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ class WMEvalConfig:
         seed: imagination seed (clip k of demo d uses ``seed·100003 + 1000·d + k``, as ``diagnose``).
     """
 
-    wm: str = ""
-    dataset: str = ""
-    episodes: int = 8
-    steps: int = 10
-    strips: int = 3
+    wm: str = opt("", "world-model folder (output of `world2act train-wm`)")
+    dataset: str = opt("", "demonstration dataset with sim_state (output of `world2act collect`)")
+    episodes: int = opt(8, "held-out demos to evaluate, one per task in turn (default 8; 0 = all)")
+    steps: int = opt(10, "sampling steps per imagined clip (default 10)")
+    strips: int = opt(3, "demos that get a frame strip PNG (default 3)")
     strip_every: int = 4
     strip_scale: int = 2
     seed: int = 0
@@ -561,24 +562,12 @@ def render_markdown(r: dict) -> str:
 
 
 # --------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    """``world2act wm-eval`` options (shared --out/--seed/--device/--config/overrides from cli.py)."""
-    parser.add_argument("--wm", help="world-model folder (output of `world2act train-wm`)")
-    parser.add_argument("--dataset", help="demonstration dataset with sim_state (output of `world2act collect`)")
-    parser.add_argument("--episodes", type=int, help="held-out demos to evaluate, one per task in turn (default 8; 0 = all)")
-    parser.add_argument("--steps", type=int, help="sampling steps per imagined clip (default 10)")
-    parser.add_argument("--strips", type=int, help="demos that get a frame strip PNG (default 3)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+Config, RUN_OPTIONS = WMEvalConfig, ("overwrite",)
 
 
-def main(args) -> int:
-    from world2act.utils.config import load_config
+def main(cfg: WMEvalConfig, args) -> int:
     from world2act.utils.seeding import resolve_device, set_torch_threads
 
-    if not args.out:
-        raise World2ActError("wm-eval: --out DIR is required")
-    cfg = load_config(WMEvalConfig, args.config, args.overrides, wm=args.wm, dataset=args.dataset,
-                      episodes=args.episodes, steps=args.steps, strips=args.strips, seed=args.seed)
     set_torch_threads()
     r = run(cfg, args.out, device=resolve_device(args.device), overwrite=args.overwrite)
     s = r["summary"]

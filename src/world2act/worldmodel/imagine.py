@@ -12,7 +12,6 @@ prompts, clip prompts, shapes, frame stride), plus ``manifest.json`` from the CL
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -127,15 +127,16 @@ class ImagineConfig:
             key that is not one of the fields above, bare ``image_size=[8,8]``.
     """
 
-    wm: str = ""
-    instruction: str = ""
-    image: str = ""
-    dataset: str = ""
-    episode: int = 0
-    steps: int | None = None
-    clips_per_skill: int | None = None
-    guidance: float | None = None
-    resize: bool = False
+    wm: str = opt("", "world-model folder (from train-wm; required here or in --config)", required=True)
+    instruction: str = opt("", "global task instruction (required here or in --config)", required=True)
+    image: str = opt("", "first frame: PNG with the stitched views (H x W of the model)")
+    dataset: str = opt("", "instead of --image: take the first frame of --episode from this LeRobot dataset")
+    episode: int = opt(0, "episode index for --dataset (default 0)")
+    steps: int | None = opt(None, "sampling steps (default: the model's, 10 for small)")
+    clips_per_skill: int | None = opt(None, "clips per skill prompt (default: learned per prompt from the training "
+                                      "data, else 1)")
+    guidance: float | None = opt(None, "classifier-free guidance scale (default: model's)")
+    resize: bool = opt(False, "resize --image to the model's frame size")
     seed: int = 0
     model: dict = dataclasses.field(default_factory=dict)
 
@@ -165,42 +166,26 @@ def split_overrides(overrides: list[str] | None) -> tuple[list[str], dict]:
     return own, model
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wm", help="world-model folder (from train-wm; required here or in --config)")
-    p.add_argument("--image", help="first frame: PNG with the stitched views (H x W of the model)")
-    p.add_argument("--dataset", help="instead of --image: take the first frame of --episode from this LeRobot dataset")
-    p.add_argument("--episode", type=int, default=None, help="episode index for --dataset (default 0)")
-    p.add_argument("--instruction", help="global task instruction (required here or in --config)")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 10 for small)")
-    p.add_argument("--clips-per-skill", type=int, default=None,
-                   help="clips per skill prompt (default: learned per prompt from the training data, else 1)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: model's)")
-    p.add_argument("--resize", action="store_true", help="resize --image to the model's frame size")
+Config = ImagineConfig
 
 
-def main(args) -> int:
-    """``world2act imagine``: build the :class:`ImagineConfig` (defaults <- ``--config`` <- options
-    <- ``key=value``; ``--seed 0``, the shared default, counts as not given), generate, and write
-    the outputs plus ``manifest.json`` into ``--out``."""
+def make_config(args) -> ImagineConfig:
+    """Defaults <- ``--config`` <- options <- ``key=value`` (world-model fields go to ``model``)."""
+    from world2act.utils.config import config_from_args
+
+    own, model = split_overrides(args.overrides)
+    cfg = config_from_args(ImagineConfig, args, overrides=own, where="imagine")
+    return dataclasses.replace(cfg, model={**cfg.model, **model})
+
+
+def main(cfg: ImagineConfig, args) -> int:
+    """``world2act imagine``: generate, and write the outputs plus ``manifest.json`` into ``--out``."""
     import torch
 
-    from world2act.utils.config import load_config
     from world2act.utils.manifest import write_manifest
     from world2act.utils.seeding import resolve_device, set_torch_threads
     from world2act.worldmodel.model import WorldModel
 
-    if not args.out:
-        raise World2ActError("--out is required")
-    own, model = split_overrides(getattr(args, "overrides", None))
-    cfg = load_config(ImagineConfig, getattr(args, "config", None), own, wm=args.wm, instruction=args.instruction,
-                      image=args.image, dataset=args.dataset, episode=args.episode, steps=args.steps,
-                      clips_per_skill=args.clips_per_skill, guidance=args.guidance,
-                      resize=True if args.resize else None, seed=args.seed or None)
-    cfg = dataclasses.replace(cfg, model={**cfg.model, **model})
-    if not cfg.wm:
-        raise World2ActError("imagine: --wm DIR is required (or wm: in --config)")
-    if not cfg.instruction:
-        raise World2ActError("imagine: --instruction is required (or instruction: in --config)")
     if bool(cfg.image) == bool(cfg.dataset):
         raise World2ActError("give exactly one of --image PNG or --dataset DIR [--episode N]")
     started = time.time()

@@ -19,7 +19,6 @@ Paper Sec. 3.3 / 5.3 and appendix A. Steps (each resumable):
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from world2act import World2ActError
+from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,14 @@ VAL_SIGMAS = (0.05, 0.25, 1.0, 4.0, 20.0)  # fixed EDM noise levels for the vali
 class TrainWMConfig:
     """Configuration of ``world2act train-wm`` (YAML keys / dotted overrides use these names)."""
 
-    dataset: str = ""
-    clips: str = "skills"           # skills (Skill-WM) | episodes (Base-WM)
-    model: str = "small"            # tiny | small | cosmos-predict2-2b
+    dataset: str = opt("", "LeRobot dataset: a skill dataset (--clips skills) or demonstrations (--clips episodes)")
+    clips: str = opt("skills", "skills = Skill-WM (default), episodes = Base-WM (whole episodes)",
+                     choices=["skills", "episodes"])
+    model: str = opt("small", "config: tiny | small (default) | cosmos-predict2-2b")
     model_overrides: dict = field(default_factory=dict)  # e.g. {num_layers: 4}
-    pretrained: str | None = None   # diffusers Cosmos-Predict2 folder (or a world2act WM folder)
-    vae: str | None = None          # pretrained VAE folder (AutoencoderKLWan) to use instead of training one
+    pretrained: str | None = opt(None, "diffusers Cosmos-Predict2 Video2World folder to fine-tune "
+                                 "(or a world2act WM folder)")
+    vae: str | None = opt(None, "pretrained AutoencoderKLWan folder (skip VAE training)")
     vae_finetune: bool = False      # keep training the --vae/--pretrained VAE on the domain's clips for vae_steps
     short_clips: str = "error"      # error | skip | pad
     val_fraction: float = 0.1
@@ -55,7 +57,7 @@ class TrainWMConfig:
     device: str = "auto"
     threads: int = 0                # 0 = all cores
     # VAE training
-    vae_steps: int = 950            # ~15 min for the small residual VAE on one CPU thread
+    vae_steps: int = opt(950, "VAE training steps (default 950: ~15 min for the small residual VAE on one CPU thread)")
     vae_batch: int = 4
     vae_crop: int = 32              # train on random crops of this size (pixels); 0 = whole frames
     vae_frames: int = 0             # frames per training snippet (1 + 4n); 0 = the whole clip (num_frames)
@@ -63,7 +65,7 @@ class TrainWMConfig:
     vae_kl: float = 1e-6
     vae_max_minutes: float = 0.0    # 0 = no wall-clock limit on VAE training
     # transformer training
-    steps: int = 2500
+    steps: int = opt(2500, "transformer training steps (default 2500)")
     batch_size: int = 4
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -616,31 +618,11 @@ def _write_loss_log(path: Path, rows) -> None:
 
 
 # ---------------------------------------------------------------------------------------- CLI
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="LeRobot dataset: a skill dataset (--clips skills) or demonstrations (--clips episodes)")
-    p.add_argument("--clips", choices=["skills", "episodes"], default=None,
-                   help="skills = Skill-WM (default), episodes = Base-WM (whole episodes)")
-    p.add_argument("--model", default=None, help="config: tiny | small (default) | cosmos-predict2-2b")
-    p.add_argument("--pretrained", default=None, help="diffusers Cosmos-Predict2 Video2World folder to fine-tune")
-    p.add_argument("--vae", default=None, help="pretrained AutoencoderKLWan folder (skip VAE training)")
-    p.add_argument("--steps", type=int, default=None, help=f"transformer training steps (default {TrainWMConfig.steps})")
-    p.add_argument("--vae-steps", type=int, default=None, help=f"VAE training steps (default {TrainWMConfig.vae_steps})")
-    p.add_argument("--resume", action="store_true", help="continue in an existing --out folder")
-    p.add_argument("--overwrite", action="store_true", help="delete an existing --out folder first")
-    from world2act.utils.tracking import add_argument
-
-    add_argument(p)
+Config, RUN_OPTIONS = TrainWMConfig, ("resume", "overwrite", "log_with")
 
 
-def main(args) -> int:
-    from world2act.utils.config import load_config
-
-    if not args.out:
-        raise World2ActError("--out is required")
-    cfg = load_config(TrainWMConfig, args.config, args.overrides, dataset=args.dataset, clips=args.clips,
-                      model=args.model, pretrained=args.pretrained, vae=args.vae, steps=args.steps,
-                      vae_steps=args.vae_steps, seed=args.seed, device=args.device)
-    m = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, log_with=getattr(args, "log_with", "none"))
+def main(cfg: TrainWMConfig, args) -> int:
+    m = run(cfg, args.out, resume=args.resume, overwrite=args.overwrite, log_with=args.log_with)
     end = m["val_loss_end"]["mean"]
     print(f"world model written to {args.out}: val flow-matching loss {m['val_loss_start']['mean']:.4f} -> {end:.4f}")
     return 0
