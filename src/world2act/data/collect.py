@@ -72,7 +72,7 @@ class CollectConfig:
                          required=True)
     tasks: list = opt(help="comma-separated LIBERO task ids (0,1,...) or Meta-World env names "
                       "(pick-place-v3,door-open-v3), or 'all'", factory=list, required=True)
-    episodes: int = opt(0, "successful demonstrations per task", required=True)
+    episodes: int | None = opt(None, "successful demonstrations per task", required=True)
     image_size: int = opt(64, "square frame size in pixels (default 64)")
     cameras: list | None = opt(None, "comma-separated cameras (default: agentview,wrist for LIBERO; "
                                "corner2,gripperPOV for Meta-World)")
