@@ -64,6 +64,7 @@ class TrainWMConfig:
     vae_lr: float = 2e-3
     vae_kl: float = 1e-6
     vae_max_minutes: float = 0.0    # 0 = no wall-clock limit on VAE training
+    vae_motion_weight: float = 0.0  # weight the VAE's pixel loss toward moving pixels: 1 + w * moving-pixel map (0 = off)
     # transformer training
     steps: int = opt(2500, "transformer training steps (default 2500)")
     batch_size: int = 4
@@ -97,6 +98,25 @@ def _check_vae_frames(n: int) -> None:
         raise World2ActError(f"vae_frames={n}: a VAE snippet has 1 + 4n frames (0 = whole clips)")
 
 
+def vae_motion_maps(videos: np.ndarray, q: float = 0.99) -> np.ndarray:
+    """Moving-pixel maps ``m`` in [0, 1], float16 ``[N, T, H, W]``, of uint8 clips ``[N, T, H, W, 3]``.
+
+    ``d = sum_c |x - median_t(x)|`` (each pixel against the clip's per-pixel temporal median: the
+    static background is ~0, the arm and the object it moves are not, both where they are and
+    where the median saw them), divided by the clip's ``q``-quantile of ``d`` and clipped to 1.
+    A static clip gives all zeros. Derived from the clip alone: the training data has no masks.
+    The VAE's loss weights a pixel ``1 + vae_motion_weight * m`` (``train_vae``).
+    """
+    out = np.zeros(videos.shape[:4], dtype=np.float16)
+    for i, v in enumerate(videos):
+        v = v.astype(np.float32)
+        d = np.abs(v - np.median(v, axis=0, keepdims=True)).sum(axis=-1)  # [T, H, W]
+        scale = float(np.quantile(d, q))
+        if scale > 1e-6:
+            out[i] = np.clip(d / scale, 0.0, 1.0)
+    return out
+
+
 def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.Generator, device: str):
     """Train a small Wan VAE on ``cfg.vae_frames``-frame snippets (0 = whole clips) of the training clips.
 
@@ -107,7 +127,9 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
     The VAE is fully convolutional (its mid-block attention works at any size), so it trains on
     random ``cfg.vae_crop`` x ``cfg.vae_crop`` crops: a 32x32 crop costs 1/8 of a 64x128 frame
     (a step is 3.4x cheaper), and held-out whole-frame PSNR agrees with crop PSNR within 1 dB
-    (docs/results.md, world model). Loss: L1 + L2 + ``vae_kl`` x KL, on pixels in [-1, 1].
+    (docs/results.md, world model). Loss: L1 + L2 + ``vae_kl`` x KL, on pixels in [-1, 1]; with
+    ``vae_motion_weight = w > 0`` the L1 + L2 terms are a weighted mean with per-pixel weight
+    ``1 + w * m`` (``m`` from :func:`vae_motion_maps` of the training clip, cropped with it).
 
     Args:
         train_videos: uint8 ``[N, T, H, W, 3]``.
@@ -125,6 +147,9 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
     ch, cw = (min(cfg.vae_crop, h), min(cfg.vae_crop, w)) if cfg.vae_crop else (h, w)
     nf = min(cfg.vae_frames, t) if cfg.vae_frames else t  # longer than a clip = the whole clip
     _check_vae_frames(nf)
+    if cfg.vae_motion_weight < 0:
+        raise World2ActError(f"vae_motion_weight must be >= 0, got {cfg.vae_motion_weight}")
+    motion = vae_motion_maps(train_videos) if cfg.vae_motion_weight > 0 else None
     hist = []
     t0 = time.time()
     bar = progress_bar(range(cfg.vae_steps), desc="VAE")
@@ -142,7 +167,13 @@ def train_vae(vae, train_videos: np.ndarray, cfg: TrainWMConfig, rng: np.random.
         z = post.sample()
         rec = vae.decode(z).sample
         kl = 0.5 * (post.mean ** 2 + post.var - 1 - post.logvar).mean()
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + cfg.vae_kl * kl
+        if motion is None:
+            loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + cfg.vae_kl * kl
+        else:
+            mm = np.stack([motion[i, s:s + nf, y:y + ch, x_:x_ + cw] for i, s, y, x_ in zip(idx, starts, ys, xs)])
+            wt = 1.0 + cfg.vae_motion_weight * torch.from_numpy(mm).to(device).float()[:, None]  # [B, 1, T, h, w]
+            err = rec - x
+            loss = ((err.abs() + err ** 2) * wt).sum() / (wt.sum() * err.shape[1]) + cfg.vae_kl * kl
         if not torch.isfinite(loss):
             raise World2ActError(f"VAE training diverged at step {step} (loss {loss.item()}); lower vae_lr")
         opt.zero_grad(set_to_none=True)
