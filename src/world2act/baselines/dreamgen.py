@@ -603,22 +603,56 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
             size vs frame stride, cameras, benchmark), a benchmark without post-training seeds
             or an instruction without skills; all checked before ``out`` is touched.
     """
+    from world2act.policies.train_base import load_demos
+    from world2act.utils.io import prepare_out_dir, write_json
+    from world2act.utils.manifest import config_hash, write_manifest
+    from world2act.utils.seeding import seed_everything
+
+    started = time.time()
+    pool, task_ids, policy, wm_dir, wc, wm = _check_inputs(cfg, device)
+    out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
+    seed_everything(cfg.seed)
+
+    # ---- 1. IDM on the demonstrations
+    timings: dict[str, float] = {}
+    t_load = time.time()
+    cams = tuple(dict.fromkeys(list(policy.cameras) + list(wc.cameras)))
+    demos = load_demos(cfg.dataset, cams, cfg.episodes_per_task)
+    timings["load_demos"] = round(time.time() - t_load, 2)
+    idm, idm_metrics, idm_key = _idm_phase(cfg, out, policy, wc, demos, timings, resume, device)
+    # ---- 2. imagine + pseudo-label (cached per trajectory)
+    trajs, samples, stats = _pseudo_phase(cfg, out, wm, wm_dir, wc, idm, idm_key, pool, policy, cams, demos,
+                                          timings, device)
+    # ---- 3. fine-tune the base on real + pseudo-labelled chunks
+    ft_metrics = _finetune_phase(cfg, out, policy, demos, samples, trajs, idm_key, timings, started, resume, device)
+
+    metrics = {"idm": idm_metrics, "pseudo": stats, "finetune": ft_metrics,
+               "budget": {"tasks": [str(x) for x in task_ids], "init_states_per_task": cfg.init_states_per_task,
+                          "imagined_trajectories": len(trajs), "imagine_steps": cfg.imagine_steps},
+               "idm_key": idm_key, "config_hash": config_hash(cfg), "timings_s": timings,
+               "wall_s": round(time.time() - started, 1)}
+    write_json(out / "metrics.json", metrics)
+    write_manifest(out, stage="dreamgen", config=cfg,
+                   inputs={"policy": cfg.policy, "wm": cfg.wm, "dataset": cfg.dataset}, metrics=metrics, started=started)
+    return metrics
+
+
+def _check_inputs(cfg: DreamGenConfig, device: str):
+    """Phase 0, the cheap checks: required inputs, post-training seeds, a flow base policy, the
+    world-model folder and config, the datasets, component agreement and decomposable
+    instructions. Nothing heavy is loaded (bar a diffusers world model, whose config comes with
+    its weights) and ``out`` is untouched. Returns ``(pool, task_ids, policy, wm_dir, wc, wm)``,
+    ``wm`` being ``None`` unless it had to be loaded here."""
     from world2act.data import LeRobotDataset
     from world2act.envs import task_info
     from world2act.policies.flow_policy import FlowPolicy
     from world2act.policies.io import load_policy, read_policy_config
-    from world2act.policies.train_base import load_demos
     from world2act.posttrain.loop import decompose_instruction
-    from world2act.utils.io import prepare_out_dir, write_json
-    from world2act.utils.manifest import config_hash, manifest_matches, write_manifest
-    from world2act.utils.seeding import seed_everything
     from world2act.worldmodel import WorldModel
 
-    started = time.time()
     for name in ("policy", "wm", "dataset"):
         if not getattr(cfg, name):
             raise World2ActError(f"dreamgen: --{name} is required")
-    # ---- cheap checks: nothing heavy is loaded and out is untouched until they pass
     pool = check_posttrain_seeds(cfg.benchmark, cfg.tasks, cfg.init_states_per_task)
     task_ids = list(pool)
     ptype = read_policy_config(Path(cfg.policy)).get("type")
@@ -649,15 +683,14 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
             decompose_instruction(instr)
         except World2ActError as e:
             raise World2ActError(f"dreamgen: task {t}'s instruction {instr!r} cannot be decomposed into skills ({e})") from None
-    out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
-    seed_everything(cfg.seed)
+    return pool, task_ids, policy, wm_dir, wc, wm
 
-    # ---- 1. IDM on the demonstrations
-    timings: dict[str, float] = {}
-    t_load = time.time()
-    cams = tuple(dict.fromkeys(list(policy.cameras) + list(wc.cameras)))
-    demos = load_demos(cfg.dataset, cams, cfg.episodes_per_task)
-    timings["load_demos"] = round(time.time() - t_load, 2)
+
+def _idm_phase(cfg: DreamGenConfig, out: Path, policy, wc, demos, timings: dict, resume: bool, device: str):
+    """Phase 1: the inverse-dynamics model on the demonstrations, reused from ``out/idm`` when its
+    manifest matches (``resume``), else trained and recorded. Returns ``(idm, idm_metrics, idm_key)``."""
+    from world2act.utils.manifest import manifest_matches, write_manifest
+
     K = int(policy.chunk_size)
     t = cfg.idm
     idm_cfg = IDMConfig(action_dim=policy.action_dim, state_dim=policy.state_dim, chunk_size=K,
@@ -681,8 +714,17 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
     idm_key = _file_hash(idm_dir / "model.safetensors")
     log.info("dreamgen: IDM held-out action MSE %.4f vs mean-action %.4f (normalised units)",
              idm_metrics.get("heldout_action_mse", float("nan")), idm_metrics.get("mean_action_mse", float("nan")))
+    return idm, idm_metrics, idm_key
 
-    # ---- 2. imagine + pseudo-label (cached per trajectory)
+
+def _pseudo_phase(cfg: DreamGenConfig, out: Path, wm, wm_dir: Path, wc, idm, idm_key: str, pool, policy, cams,
+                  demos, timings: dict, device: str):
+    """Phase 2: imagine the post-training rollouts and pseudo-label them with the IDM (cached per
+    trajectory under ``out/pseudo``), assemble the training samples, plot a strip and write
+    ``pseudo/labels.json``. Returns ``(trajs, samples, stats)``."""
+    from world2act.utils.io import write_json
+    from world2act.worldmodel import WorldModel
+
     t0 = time.time()
     if wm is None:
         wm = WorldModel.load(wm_dir, device=device)
@@ -707,8 +749,16 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
     if len(samples) == 0 and cfg.finetune.pseudo_fraction > 0:
         log.warning("dreamgen: the imagined videos are shorter than one chunk: no pseudo-labelled sample, "
                     "fine-tuning on the demonstrations only")
+    return trajs, samples, stats
 
-    # ---- 3. fine-tune the base on real + pseudo-labelled chunks
+
+def _finetune_phase(cfg: DreamGenConfig, out: Path, policy, demos, samples, trajs, idm_key: str, timings: dict,
+                    started: float, resume: bool, device: str) -> dict:
+    """Phase 3: fine-tune the base on real + pseudo-labelled chunks into ``out/policy`` (reused
+    when its manifest matches and ``resume``), writing ``curve.json``. Returns its metrics."""
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import manifest_matches, write_manifest
+
     pol_dir = out / "policy"
     pol_record = {"config": dataclasses.asdict(cfg), "idm_key": idm_key,
                   "pseudo": [f"{tr['task']}_{tr['seed']}" for tr in trajs]}
@@ -725,16 +775,7 @@ def run(cfg: DreamGenConfig, out: str | Path, *, device: str = "cpu", resume: bo
                                           "dataset": cfg.dataset, **ft_metrics})
         write_json(out / "curve.json", curve)
         write_manifest(pol_dir, stage="dreamgen-policy", config=pol_record, metrics=ft_metrics, started=started)
-
-    metrics = {"idm": idm_metrics, "pseudo": stats, "finetune": ft_metrics,
-               "budget": {"tasks": [str(x) for x in task_ids], "init_states_per_task": cfg.init_states_per_task,
-                          "imagined_trajectories": len(trajs), "imagine_steps": cfg.imagine_steps},
-               "idm_key": idm_key, "config_hash": config_hash(cfg), "timings_s": timings,
-               "wall_s": round(time.time() - started, 1)}
-    write_json(out / "metrics.json", metrics)
-    write_manifest(out, stage="dreamgen", config=cfg,
-                   inputs={"policy": cfg.policy, "wm": cfg.wm, "dataset": cfg.dataset}, metrics=metrics, started=started)
-    return metrics
+    return ft_metrics
 
 
 # ---------------------------------------------------------------------------- CLI
