@@ -282,49 +282,21 @@ def _sim_state_dim(cfg: CollectConfig, out: Path, tasks: list, cams: tuple, inde
     return width
 
 
-def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Collect demonstrations (see the module docstring); returns the stats dict.
+class _Collection:
+    """The running state of one ``collect``: per-task counters, the dataset writer and the
+    stats file; :meth:`round_jobs` plans a round of rollouts, :meth:`on_result` books one."""
 
-    Raises:
-        World2ActError: bad benchmark / task / camera / sizes, or an unusable ``out`` — all
-            before any simulator starts.
-    """
-    from world2act.data import DatasetSpec, LeRobotDatasetWriter
-    from world2act.envs import run_seed_for, step_budget
-    from world2act.envs.parallel import is_error, run_jobs
-    from world2act.utils.io import write_json
-    from world2act.utils.manifest import write_manifest
+    def __init__(self, cfg: CollectConfig, out: Path, writer, per_task: dict, cams, N: int, cap: int):
+        self.cfg, self.out, self.writer, self.per_task, self.cams, self.N, self.cap = cfg, out, writer, per_task, cams, N, cap
+        self.new_written = 0
+        self.t_collect = time.time()
 
-    started = time.time()
-    tasks, cams, index = _validate(cfg)
-    out = Path(out)
-    _check_out(out, resume, overwrite)
-    bspec = benchmark_spec(cfg.benchmark)
-    sim_dim = _sim_state_dim(cfg, out, tasks, cams, index, resume and not overwrite)
-    spec = DatasetSpec(fps=bspec.fps, action_dim=bspec.action_dim, state_dim=bspec.state_dim,
-                       cameras=cams, image_size=(cfg.image_size, cfg.image_size), benchmark=cfg.benchmark,
-                       robot_type=bspec.robot, sim_state_dim=sim_dim)
-    writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite, video=cfg.video_codec)
-    written, next_attempt = _existing_progress(out, tasks) if resume else ({t: 0 for t in tasks}, {t: 0 for t in tasks})
-    N = int(cfg.episodes)
-    cap = int(cfg.max_attempts) if cfg.max_attempts else 3 * N
-    stats_prev = {}
-    if resume and (out / STATS_PATH).is_file():
-        from world2act.utils.io import read_json
+    def write_stats(self, complete: bool) -> dict:
+        """Write ``STATS_PATH`` (totals, rates, speed, per task) and return it."""
+        from world2act.utils.io import write_json
 
-        stats_prev = read_json(out / STATS_PATH).get("per_task") or {}
-    per_task = {t: dict(task_id=t, attempts=int(next_attempt[t]), successes=int((stats_prev.get(str(t)) or {}).get("successes", written[t])),
-                        written=written[t], next_attempt=int(next_attempt[t]), failed_seeds=[], errors=0,
-                        steps_success=[], sim_s=0.0, render_s=0.0) for t in tasks}
-    budget = cfg.max_steps or step_budget(cfg.benchmark)
-    for t in tasks:
-        if written[t]:
-            log.info("task %s: %d/%d demonstrations already written (resuming at attempt %d)", t, written[t], N, next_attempt[t])
-    new_written = 0
-    t_collect = time.time()
-
-    def write_stats(complete: bool) -> dict:
-        minutes = max(1e-9, (time.time() - t_collect) / 60.0)
+        cfg, per_task, N = self.cfg, self.per_task, self.N
+        minutes = max(1e-9, (time.time() - self.t_collect) / 60.0)
         pt = {}
         for t, r in per_task.items():
             rate = r["successes"] / r["attempts"] if r["attempts"] else None
@@ -332,16 +304,20 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
                 "success_rate": rate, "mean_success_steps": float(np.mean(r["steps_success"])) if r["steps_success"] else None}
         tot_a = sum(r["attempts"] for r in per_task.values())
         tot_s = sum(r["successes"] for r in per_task.values())
-        stats = dict(benchmark=cfg.benchmark, episodes_per_task=N, max_attempts_per_task=cap, complete=complete,
+        stats = dict(benchmark=cfg.benchmark, episodes_per_task=N, max_attempts_per_task=self.cap, complete=complete,
                      total_attempts=tot_a, total_successes=tot_s, success_rate=(tot_s / tot_a) if tot_a else None,
-                     episodes_written=writer.num_episodes, new_episodes=new_written,
-                     wall_s=round(time.time() - t_collect, 2), demos_per_min=round(new_written / minutes, 3),
-                     workers=cfg.workers, image_size=cfg.image_size, cameras=list(cams), per_task=pt)
-        write_json(out / STATS_PATH, stats)
+                     episodes_written=self.writer.num_episodes, new_episodes=self.new_written,
+                     wall_s=round(time.time() - self.t_collect, 2), demos_per_min=round(self.new_written / minutes, 3),
+                     workers=cfg.workers, image_size=cfg.image_size, cameras=list(self.cams), per_task=pt)
+        write_json(self.out / STATS_PATH, stats)
         return stats
 
-    def on_result(_i: int, r) -> None:
-        nonlocal new_written
+    def on_result(self, _i: int, r) -> None:
+        """Book one rollout: an error, a failure (its seed kept), or a success (written while the
+        task still needs demonstrations)."""
+        from world2act.envs.parallel import is_error
+
+        per_task = self.per_task
         if is_error(r):
             job = r.job
             rec = per_task[job["task_id"]]
@@ -361,38 +337,92 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
             return
         rec["successes"] += 1
         rec["steps_success"].append(r["steps"])
-        if rec["written"] < N:
-            writer.add_episode(r["episode"])
+        if rec["written"] < self.N:
+            self.writer.add_episode(r["episode"])
             rec["written"] += 1
-            new_written += 1
+            self.new_written += 1
+
+    def round_jobs(self, rnd: int, tasks, index: dict, budget: int) -> list[dict]:
+        """Round ``rnd``'s rollouts, task-major (so a worker keeps its env): per task, the missing
+        demonstrations scaled up by its success rate so far, within its attempt cap."""
+        from world2act.envs import run_seed_for
+
+        cfg, N = self.cfg, self.N
+        jobs = []
+        for t in tasks:  # task-major so a worker keeps its env
+            rec = self.per_task[t]
+            need = N - rec["written"]
+            left = self.cap - rec["next_attempt"]
+            if need <= 0 or left <= 0:
+                continue
+            rate = rec["successes"] / rec["attempts"] if rec["attempts"] else 1.0
+            n = min(left, need if rnd == 0 and not rec["attempts"] else math.ceil(need / max(rate, 0.25)))
+            for k in range(n):
+                a = rec["next_attempt"] + k
+                jobs.append(dict(benchmark=cfg.benchmark, task_id=t, seed=run_seed_for("demos", index[t], cfg.seed, a, block=SEED_BLOCK),
+                                 attempt=a, image_size=cfg.image_size, cameras=self.cams, max_steps=budget))
+        return jobs
+
+
+def _initial_per_task(out: Path, tasks, written: dict, next_attempt: dict, resume: bool) -> dict:
+    """Each task's counters, resumed from the dataset and the previous stats file when resuming."""
+    stats_prev = {}
+    if resume and (out / STATS_PATH).is_file():
+        from world2act.utils.io import read_json
+
+        stats_prev = read_json(out / STATS_PATH).get("per_task") or {}
+    return {t: dict(task_id=t, attempts=int(next_attempt[t]), successes=int((stats_prev.get(str(t)) or {}).get("successes", written[t])),
+                    written=written[t], next_attempt=int(next_attempt[t]), failed_seeds=[], errors=0,
+                    steps_success=[], sim_s=0.0, render_s=0.0) for t in tasks}
+
+
+def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Collect demonstrations (see the module docstring); returns the stats dict.
+
+    Raises:
+        World2ActError: bad benchmark / task / camera / sizes, or an unusable ``out`` — all
+            before any simulator starts.
+    """
+    from world2act.data import DatasetSpec, LeRobotDatasetWriter
+    from world2act.envs import step_budget
+    from world2act.envs.parallel import run_jobs
+    from world2act.utils.manifest import write_manifest
+
+    started = time.time()
+    tasks, cams, index = _validate(cfg)
+    out = Path(out)
+    _check_out(out, resume, overwrite)
+    bspec = benchmark_spec(cfg.benchmark)
+    sim_dim = _sim_state_dim(cfg, out, tasks, cams, index, resume and not overwrite)
+    spec = DatasetSpec(fps=bspec.fps, action_dim=bspec.action_dim, state_dim=bspec.state_dim,
+                       cameras=cams, image_size=(cfg.image_size, cfg.image_size), benchmark=cfg.benchmark,
+                       robot_type=bspec.robot, sim_state_dim=sim_dim)
+    writer = LeRobotDatasetWriter(out, spec, resume=resume, overwrite=overwrite, video=cfg.video_codec)
+    written, next_attempt = _existing_progress(out, tasks) if resume else ({t: 0 for t in tasks}, {t: 0 for t in tasks})
+    N = int(cfg.episodes)
+    cap = int(cfg.max_attempts) if cfg.max_attempts else 3 * N
+    per_task = _initial_per_task(out, tasks, written, next_attempt, resume)
+    budget = cfg.max_steps or step_budget(cfg.benchmark)
+    for t in tasks:
+        if written[t]:
+            log.info("task %s: %d/%d demonstrations already written (resuming at attempt %d)", t, written[t], N, next_attempt[t])
+    col = _Collection(cfg, out, writer, per_task, cams, N, cap)
 
     complete = False
     try:
         rnd = 0
         while True:
-            jobs = []
-            for t in tasks:  # task-major so a worker keeps its env
-                rec = per_task[t]
-                need = N - rec["written"]
-                left = cap - rec["next_attempt"]
-                if need <= 0 or left <= 0:
-                    continue
-                rate = rec["successes"] / rec["attempts"] if rec["attempts"] else 1.0
-                n = min(left, need if rnd == 0 and not rec["attempts"] else math.ceil(need / max(rate, 0.25)))
-                for k in range(n):
-                    a = rec["next_attempt"] + k
-                    jobs.append(dict(benchmark=cfg.benchmark, task_id=t, seed=run_seed_for("demos", index[t], cfg.seed, a, block=SEED_BLOCK),
-                                     attempt=a, image_size=cfg.image_size, cameras=cams, max_steps=budget))
+            jobs = col.round_jobs(rnd, tasks, index, budget)
             if not jobs:
                 break
             rnd += 1
             log.info("round %d: %d rollouts over %d task(s), %d worker(s)", rnd, len(jobs), len({j['task_id'] for j in jobs}), cfg.workers)
-            run_jobs(collect_episode, jobs, cfg.workers, desc=f"collect {cfg.benchmark} (round {rnd})", on_result=on_result)
-            write_stats(False)
+            run_jobs(collect_episode, jobs, cfg.workers, desc=f"collect {cfg.benchmark} (round {rnd})", on_result=col.on_result)
+            col.write_stats(False)
         complete = True
     finally:
         writer.finalize()
-        stats = write_stats(complete)
+        stats = col.write_stats(complete)
         for t, r in per_task.items():
             if r["written"] < N:
                 log.warning("task %s: only %d/%d demonstrations after %d attempts (expert success rate %s)", t,
@@ -400,7 +430,7 @@ def run(cfg: CollectConfig, out: str | Path, *, resume: bool = False, overwrite:
         write_manifest(out, stage="collect", config=cfg, metrics={k: v for k, v in stats.items() if k != "per_task"},
                        complete=complete, started=started)
     log.info("collected %d new demonstrations (%d in dataset) in %.1f s: %.2f demos/min, expert success rate %s",
-             new_written, writer.num_episodes, stats["wall_s"], stats["demos_per_min"],
+             col.new_written, writer.num_episodes, stats["wall_s"], stats["demos_per_min"],
              f"{stats['success_rate']:.3f}" if stats["success_rate"] is not None else "n/a")
     return stats
 
