@@ -383,17 +383,39 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
             the world model's cameras, an instruction the decomposer cannot split; all checked
             before the world model's weights are loaded or ``out`` is touched.
     """
-    from world2act.utils.progress import progress_bar
-
-    from world2act.data import LeRobotDataset
-    from world2act.envs import make_env
-    from world2act.posttrain.loop import decompose_episodes
-    from world2act.utils.io import atomic_write, prepare_out_dir, write_json
-    from world2act.utils.manifest import write_manifest
+    from world2act.utils.io import prepare_out_dir
     from world2act.utils.seeding import seed_everything
     from world2act.worldmodel import WorldModel
 
     started = time.time()
+    ds, wm_dir, wc, wm, held, task_of, used, where, skills = _check_inputs(cfg, device)
+    out = prepare_out_dir(out, overwrite=overwrite)
+    seed_everything(cfg.seed)
+    timings: dict[str, float] = {"checks": time.time() - started}
+
+    # ---- robot masks: one simulator per task, closed before the next
+    t0 = time.time()
+    demos = _load_demos(ds, wc, used, where)
+    timings["masks"] = time.time() - t0
+    log.info("wm-eval: %d held-out demos, using %s", len(held), used)
+
+    t0 = time.time()
+    if wm is None:
+        wm = WorldModel.load(wm_dir, device=device)
+    wm.eval()
+    timings["load_wm"] = time.time() - t0
+    per_frame, per_demo, strips = _evaluate_demos(cfg, out, wm, wc, demos, used, task_of, skills, timings, progress)
+    return _write_outputs(cfg, out, wc, held, used, task_of, where, per_frame, per_demo, strips, timings, started)
+
+
+def _check_inputs(cfg: WMEvalConfig, device: str):
+    """The checks made before the world model's weights are loaded (bar a diffusers folder,
+    whose config comes with them) or ``out`` is touched. Returns ``(ds, wm_dir, wc, wm, held,
+    task_of, used, where, skills)``, ``wm`` being ``None`` unless loaded here."""
+    from world2act.data import LeRobotDataset
+    from world2act.posttrain.loop import decompose_episodes
+    from world2act.worldmodel import WorldModel
+
     for name in ("wm", "dataset"):
         if not getattr(cfg, name):
             raise World2ActError(f"wm-eval: --{name} is required")
@@ -413,12 +435,13 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
     used = select_episodes(held, task_of, cfg.episodes)
     where = check_inputs(wc, ds, cfg, used)
     skills = decompose_episodes(used, task_of, cfg.dataset)
-    out = prepare_out_dir(out, overwrite=overwrite)
-    seed_everything(cfg.seed)
-    timings: dict[str, float] = {"checks": time.time() - started}
+    return ds, wm_dir, wc, wm, held, task_of, used, where, skills
 
-    # ---- robot masks: one simulator per task, closed before the next
-    t0 = time.time()
+
+def _load_demos(ds, wc, used: list[int], where: dict) -> dict[int, DemoFrames]:
+    """The used demos' frames and robot masks: one simulator per task, closed before the next."""
+    from world2act.envs import make_env
+
     demos: dict[int, DemoFrames] = {}
     by_task: dict[tuple, list[int]] = {}
     for i in used:
@@ -430,28 +453,30 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
                 demos[i] = load_demo_frames(ds, i, wc, env, bm, where[i][1])
         finally:
             env.close()
-    timings["masks"] = time.time() - t0
-    log.info("wm-eval: %d held-out demos, using %s", len(held), used)
+    return demos
 
-    t0 = time.time()
-    if wm is None:
-        wm = WorldModel.load(wm_dir, device=device)
-    wm.eval()
-    timings["load_wm"] = time.time() - t0
+
+def _evaluate_demos(cfg: WMEvalConfig, out: Path, wm, wc, demos: dict, used: list[int], task_of: dict, skills: dict,
+                    timings: dict, progress: bool):
+    """Per demo: VAE reconstruction, imagination from its first frame, the frame metrics of both
+    and of the repeated first frame, and (for the chosen demos) a strip under ``out/strips``.
+    Adds the phase times to ``timings``; returns ``(per_frame, per_demo, strips)``."""
+    from world2act.utils.progress import progress_bar
+
     boxes = view_boxes(list(wc.cameras), wc.layout, tuple(wc.image_size))
     (out / "strips").mkdir(exist_ok=True)
     strip_eps = set(select_episodes(used, {i: task_of[i] for i in used}, cfg.strips)) if cfg.strips else set()
     per_frame, per_demo, strips = [], [], []
-    t_rec = t_gen = t_strip = t_met = 0.0
+    tt = {"reconstruction": 0.0, "generation": 0.0, "metrics": 0.0, "strips": 0.0}
     for i in progress_bar(used, desc="wm-eval demos", disable=not progress, leave=False):
         d = demos[i]
         t0 = time.time()
         rec = reconstruct(wm, d.frames)
-        t_rec += time.time() - t0
+        tt["reconstruction"] += time.time() - t0
         t0 = time.time()
         prompts = wm.clip_prompts(skills[d.task])
         gen, _ = wm.rollout(d.frames[0], prompts, num_inference_steps=cfg.steps, seed=cfg.seed * 100_003 + 1000 * i)
-        t_gen += time.time() - t0
+        tt["generation"] += time.time() - t0
         M = min(len(d.frames), len(gen))
         real, mk = d.frames[1:M], d.masks[1:M]
         rep = np.repeat(d.frames[:1], M - 1, 0)
@@ -459,7 +484,7 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
         pf = {"reconstruction": frame_metrics(rec[1:M], real, mk, boxes),
               "generation": frame_metrics(gen[1:M], real, mk, boxes),
               "repeat_first": frame_metrics(rep, real, mk, boxes)}
-        t_met += time.time() - t0
+        tt["metrics"] += time.time() - t0
         per_frame.append(pf)
         rec_d = {"episode": i, "task": d.task, "benchmark": d.benchmark, "task_id": d.task_id, "length": d.length,
                  "real_frames": len(d.frames), "imagined_frames": int(len(gen)), "frames_compared": M - 1,
@@ -470,21 +495,36 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
                  **{k: {reg: {met: _nanmean(v) for met, v in r.items()} for reg, r in pf[k].items()} for k in KINDS}}
         if i in strip_eps and M > 1:
             t0 = time.time()
-            cols = list(range(0, M, cfg.strip_every))
-            png = strip_image([("real", d.frames), ("VAE recon", rec), ("imagined", gen)], d.masks, cols,
-                              scale=cfg.strip_scale, header=[f"step {int(d.rows[c])}" for c in cols])
-            from PIL import Image
-
-            path = out / "strips" / f"episode_{i:06d}.png"
-            Image.fromarray(png).save(path, optimize=True)
-            rec_d["strip"] = str(path.relative_to(out))
+            rec_d["strip"] = _save_strip(cfg, out, i, d, rec, gen, M)
             strips.append(rec_d["strip"])
-            t_strip += time.time() - t0
+            tt["strips"] += time.time() - t0
         per_demo.append(rec_d)
         if d.rerender_psnr < 25:
             log.warning("episode %d: re-rendered frames differ from the stored ones (%.1f dB): the masks may not "
                         "line up with the images", i, d.rerender_psnr)
-    timings.update(reconstruction=t_rec, generation=t_gen, metrics=t_met, strips=t_strip)
+    timings.update(tt)
+    return per_frame, per_demo, strips
+
+
+def _save_strip(cfg: WMEvalConfig, out: Path, i: int, d: DemoFrames, rec, gen, M: int) -> str:
+    """Save demo ``i``'s real / reconstructed / imagined strip; returns its path relative to ``out``."""
+    from PIL import Image
+
+    cols = list(range(0, M, cfg.strip_every))
+    png = strip_image([("real", d.frames), ("VAE recon", rec), ("imagined", gen)], d.masks, cols,
+                      scale=cfg.strip_scale, header=[f"step {int(d.rows[c])}" for c in cols])
+    path = out / "strips" / f"episode_{i:06d}.png"
+    Image.fromarray(png).save(path, optimize=True)
+    return str(path.relative_to(out))
+
+
+def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, where: dict, per_frame, per_demo,
+                   strips, timings: dict, started: float) -> dict:
+    """Aggregate the per-frame metrics; write ``wm_eval.json``, ``wm_eval.md`` and
+    ``manifest.json``; returns the report."""
+    from world2act.utils.io import atomic_write, write_json
+    from world2act.utils.manifest import write_manifest
+
     summary, latent = aggregate(per_frame)
     fr = {"all": _nanmean(p["robot_fraction"] for p in per_demo),
           **{c: _nanmean(p["robot_fraction_per_view"][c] for p in per_demo) for c in wc.cameras}}
