@@ -263,15 +263,10 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     Raises:
         World2ActError: bad dataset/config, or an ``out`` folder in use without resume/overwrite.
     """
-    from world2act.utils.progress import progress_bar
-
-    from world2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig, FlowPolicyNet
-    from world2act.policies.normalizer import Normalizer
-    from world2act.utils.io import prepare_out_dir, read_json, write_json
-    from world2act.utils.manifest import write_manifest
+    from world2act.utils.io import prepare_out_dir
     from world2act.utils.seeding import seed_everything, set_torch_threads
     from world2act.utils.tracking import check_backend, make_tracker
-    from world2act.utils.training import ModuleEMA, checkpoint_folder, load_training_state
+    from world2act.utils.training import ModuleEMA
 
     if not cfg.dataset and demos is None:
         raise World2ActError("train-base: --dataset is required")
@@ -284,13 +279,30 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     tracker = make_tracker(log_with, out, "train-base", dataclasses.asdict(cfg))
     set_torch_threads(cfg.threads or None)
     seed_everything(cfg.seed)
+    pcfg, found, normalizer, net, ema, opt, policy = _build_policy(cfg, demos, out / CKPT, resume, device)
+    lang_all = policy.embed_tasks(demos.tasks)  # [n_tasks, 384]
+    start_step, prev_elapsed = _resume_state(out / CKPT, found, net, ema, opt)
+    ema = ModuleEMA(net, ema, cfg.ema_decay, step=start_step)
+    step, loss_ema, stopped, elapsed, curve = _train_loop(cfg, out, demos, pcfg, normalizer, net, ema, opt, lang_all,
+                                                          tracker, start_step, prev_elapsed, resume, device)
+    return _finish(cfg, out, demos, net, ema, opt, normalizer, policy, tracker, step, loss_ema, stopped, elapsed,
+                   curve, started)
+
+
+def _build_policy(cfg: TrainBaseConfig, demos: Demos, ckpt: Path, resume: bool, device: str):
+    """The policy config from the demos, the normaliser (the checkpoint's when resuming, so the
+    weights keep their units; else fitted), the network, its EMA copy, the optimiser and the
+    policy wrapping the EMA. Returns ``(pcfg, found, normalizer, net, ema, opt, policy)``."""
+    from world2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig, FlowPolicyNet
+    from world2act.policies.normalizer import Normalizer
+    from world2act.utils.training import checkpoint_folder
+
     cams = tuple(demos.images)
     H, W = next(iter(demos.images.values())).shape[1:3]
     pcfg = FlowPolicyConfig(benchmark=demos.benchmark, action_dim=int(demos.actions.shape[1]),
                             state_dim=int(demos.states.shape[1]), chunk_size=cfg.chunk_size, cameras=cams,
                             image_size=(int(H), int(W)), d_model=cfg.d_model, cnn_channels=cfg.cnn_channels, enc_layers=cfg.enc_layers,
                             dec_layers=cfg.dec_layers, flow_steps=cfg.flow_steps)
-    ckpt = out / CKPT
     found = checkpoint_folder(ckpt) if resume else None
     if found is not None and (found / "normalizer.safetensors").is_file():  # keep the units the weights were trained in
         normalizer = Normalizer.load(found / "normalizer.safetensors")
@@ -302,7 +314,13 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     policy = FlowPolicy(pcfg, normalizer, ema, device=device)
-    lang_all = policy.embed_tasks(demos.tasks)  # [n_tasks, 384]
+    return pcfg, found, normalizer, net, ema, opt, policy
+
+
+def _resume_state(ckpt: Path, found, net, ema, opt) -> tuple[int, float]:
+    """Load the checkpoint into ``net``, ``ema`` and ``opt`` when one was ``found``; returns
+    ``(start_step, prev_elapsed)`` (``(0, 0.0)`` for a fresh run)."""
+    from world2act.utils.training import load_training_state
 
     start_step, prev_elapsed = 0, 0.0
     if found is not None:
@@ -314,8 +332,19 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
             raise World2ActError(f"{ckpt}: cannot resume, checkpoint does not fit this config ({str(e).splitlines()[0]})") from None
         start_step, prev_elapsed = st.step, float(st.extra.get("elapsed_s", 0.0))
         log.info("resuming from step %d", start_step)
-    ema = ModuleEMA(net, ema, cfg.ema_decay, step=start_step)
+    return start_step, prev_elapsed
 
+
+def _train_loop(cfg: TrainBaseConfig, out: Path, demos: Demos, pcfg, normalizer, net, ema, opt, lang_all, tracker,
+                start_step: int, prev_elapsed: float, resume: bool, device: str):
+    """The training steps from ``start_step`` to ``cfg.steps`` (or until ``max_minutes``), with
+    the loss curve, periodic checkpoints, and a checkpoint on Ctrl-C. Returns ``(step, loss_ema,
+    stopped, elapsed, curve)``."""
+    from world2act.utils.io import read_json, write_json
+    from world2act.utils.progress import progress_bar
+
+    ckpt = out / CKPT
+    cams = tuple(demos.images)
     K = cfg.chunk_size
     curve: list[dict] = []
     curve_path = out / "curve.json"
@@ -363,12 +392,22 @@ def run(cfg: TrainBaseConfig, out: str | Path, *, device: str = "cpu", resume: b
     finally:
         bar.close()  # (the tracker flushes on every log: nothing is lost when this raises)
     elapsed = prev_elapsed + time.time() - t0
+    return step, loss_ema, stopped, elapsed, curve
+
+
+def _finish(cfg: TrainBaseConfig, out: Path, demos: Demos, net, ema, opt, normalizer, policy, tracker, step: int,
+            loss_ema, stopped: str, elapsed: float, curve: list, started: float) -> dict:
+    """Save the final checkpoint, curve, policy folder, metrics and manifest; close the tracker.
+    Returns the metrics."""
+    from world2act.utils.io import write_json
+    from world2act.utils.manifest import write_manifest
+
     if stopped == "max_minutes":
         log.warning("train-base: max_minutes=%s cut the run short at step %d of %d; the result depends on the "
                     "machine's load and is not reproducible (give --steps a budget this machine finishes)",
                     cfg.max_minutes, step, cfg.steps)
-    _save_checkpoint(ckpt, net, ema, opt, step, elapsed, normalizer)
-    write_json(curve_path, curve)
+    _save_checkpoint(out / CKPT, net, ema, opt, step, elapsed, normalizer)
+    write_json(out / "curve.json", curve)
     metrics = {"steps": step, "stopped_by": stopped, "final_loss": loss_ema, "train_minutes": round(elapsed / 60, 2),
                "demonstrations": demos.episodes, "frames": len(demos), "tasks": demos.tasks,
                "threads": torch.get_num_threads(), "params": sum(p.numel() for p in net.parameters())}
