@@ -458,17 +458,55 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
             latent channels/size, cameras) or a dataset without held-out episodes; all checked
             before the world model's weights are loaded or ``out`` is touched.
     """
-    from world2act.utils.progress import progress_bar
-
-    from world2act.align import AlignmentBundle
-    from world2act.data import LeRobotDataset
-    from world2act.posttrain.loop import decompose_episodes, imagine_targets
-    from world2act.utils.io import prepare_out_dir, write_json
-    from world2act.utils.manifest import write_manifest
+    from world2act.utils.io import prepare_out_dir
     from world2act.utils.seeding import seed_everything
     from world2act.worldmodel import WorldModel
 
     started = time.time()
+    bundle, ds, wm_dir, wc, wm, held, held_source, task_of_ep, used, skills = _check_inputs(cfg, device)
+    out = prepare_out_dir(out, overwrite=overwrite)
+    seed_everything(cfg.seed)
+
+    # ---- heavy part
+    if wm is None:
+        wm = WorldModel.load(wm_dir, device=device)
+    wm.eval()
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    demos = [load_demo(ds, i, wc, wm.clip_prompts(skills[task_of_ep[i]])) for i in used]
+    demos = [d for d in demos if d.chunks.shape[0] > 0]
+    if sum(1 for d in demos for e in demos if d is not e and d.task == e.task) == 0:
+        raise World2ActError(f"--dataset {cfg.dataset}: the held-out demos {used} are too short for one chunk "
+                             f"({4 * wc.frame_stride} steps) or leave no task with two of them")
+    tasks = [d.task for d in demos]
+    timings["load"] = time.time() - t0
+    log.info("diagnose: %d held-out demos (%s), using %s", len(held), held_source, [d.episode for d in demos])
+
+    act_emb, real, rows = _real_rows(cfg, wm, bundle, demos, tasks, timings, progress)
+    result: dict = {}
+    if cfg.imagine:
+        _imagination_rows(cfg, wm, bundle, demos, tasks, act_emb, real, rows, result, timings, progress)
+    t0 = time.time()
+    g = torch.Generator().manual_seed(cfg.seed)
+    norm_chunks = [bundle.normalize_actions(torch.from_numpy(d.chunks)) for d in demos]
+    result["action_sensitivity"] = {
+        "perturbations": action_sensitivity(bundle.f_a, torch.cat(norm_chunks), cfg.epsilons, cfg.eps_draws, g),
+        "between_demos": between_demo_action_distance(bundle.f_a, norm_chunks, tasks),
+    }
+    timings["action_sensitivity"] = time.time() - t0
+    return _write_outputs(cfg, out, bundle, wc, held, held_source, demos, tasks, rows, result, timings, started)
+
+
+def _check_inputs(cfg: DiagnoseConfig, device: str):
+    """The cheap checks, before the world model's weights are loaded (bar a diffusers folder,
+    whose config comes with them) or ``out`` is touched: required inputs, configs, dataset
+    metadata, the held-out split and its instructions. Returns ``(bundle, ds, wm_dir, wc, wm,
+    held, held_source, task_of_ep, used, skills)``, ``wm`` being ``None`` unless loaded here."""
+    from world2act.align import AlignmentBundle
+    from world2act.data import LeRobotDataset
+    from world2act.posttrain.loop import decompose_episodes
+    from world2act.worldmodel import WorldModel
+
     for name in ("wm", "align", "dataset"):
         if not getattr(cfg, name):
             raise World2ActError(f"diagnose: --{name} is required")
@@ -490,23 +528,14 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     task_of_ep = {i: str(ds.episode_meta(i)["task"]).strip() for i in held}
     used = select_demos(held, task_of_ep, cfg.episodes)
     skills = decompose_episodes(used, task_of_ep, cfg.dataset)
-    out = prepare_out_dir(out, overwrite=overwrite)
-    seed_everything(cfg.seed)
+    return bundle, ds, wm_dir, wc, wm, held, held_source, task_of_ep, used, skills
 
-    # ---- heavy part
-    if wm is None:
-        wm = WorldModel.load(wm_dir, device=device)
-    wm.eval()
-    timings: dict[str, float] = {}
-    t0 = time.time()
-    demos = [load_demo(ds, i, wc, wm.clip_prompts(skills[task_of_ep[i]])) for i in used]
-    demos = [d for d in demos if d.chunks.shape[0] > 0]
-    if sum(1 for d in demos for e in demos if d is not e and d.task == e.task) == 0:
-        raise World2ActError(f"--dataset {cfg.dataset}: the held-out demos {used} are too short for one chunk "
-                             f"({4 * wc.frame_stride} steps) or leave no task with two of them")
-    tasks = [d.task for d in demos]
-    timings["load"] = time.time() - t0
-    log.info("diagnose: %d held-out demos (%s), using %s", len(held), held_source, [d.episode for d in demos])
+
+def _real_rows(cfg: DiagnoseConfig, wm, bundle, demos: list, tasks: list, timings: dict, progress: bool):
+    """The real-video rows: f_a of every demo's chunks, f_v of its x0 predictions at each sigma,
+    and the index-paired gaps (episode grid, other-task negatives, shifted actions, each sigma).
+    Returns ``(act_emb, real, rows)``."""
+    from world2act.utils.progress import progress_bar
 
     t0 = time.time()
     act_emb = [bundle.f_a(bundle.normalize_actions(torch.from_numpy(d.chunks))[None])[0] for d in demos]
@@ -529,36 +558,41 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
     for s in cfg.sigmas:
         rows.append({"key": f"real_sigma{s:g}", "label": f"real video, x0 at σ = {s:g}",
                      **index_paired_gap(real[s], act_emb, tasks)})
+    return act_emb, real, rows
 
-    result: dict = {}
-    if cfg.imagine:
-        t0 = time.time()
-        imag: list[list[torch.Tensor]] = []
-        for d in progress_bar(demos, desc="imagination", disable=not progress, leave=False):
-            imag.append([imagine_targets(wm, bundle, d.first_frame, d.task, steps=cfg.imagine_steps,
-                                         seed=cfg.seed * 100_003 + 1000 * d.episode + 100 * k)["targets"].float()
-                         for k in range(cfg.samples)])
-        timings["imagination"] = time.time() - t0
-        first = [s[0] for s in imag]
-        rows.append({"key": "imagined", "label": "the world model's skill-compositional imagination, index-paired",
-                     **index_paired_gap(first, act_emb, tasks)})
-        ivr = index_paired_gap(first, real[cfg.sigma], tasks)
-        rvr = index_paired_gap(real[cfg.sigma], real[cfg.sigma], tasks)
-        result["imagined_vs_real"] = {
-            "own": ivr["pos"], "other_demos": ivr["neg"], "own_minus_other": ivr["gap"], "n_demos": ivr["n_demos"],
-            "real_vs_other_real": rvr["neg"], "per_frame_own": per_frame_cosine(first, real[cfg.sigma]),
-            "imagined_chunks": _nanmean(x.shape[0] for x in first), "real_chunks": _nanmean(x.shape[0] for x in act_emb),
-        }
-        result["samples"] = sample_consistency(imag, tasks)
+
+def _imagination_rows(cfg: DiagnoseConfig, wm, bundle, demos: list, tasks: list, act_emb, real: dict, rows: list,
+                      result: dict, timings: dict, progress: bool) -> None:
+    """``--imagine``: imagine ``cfg.samples`` rollouts per demo; add the imagined row to ``rows``
+    and ``imagined_vs_real`` / ``samples`` to ``result``."""
+    from world2act.posttrain.loop import imagine_targets
+    from world2act.utils.progress import progress_bar
 
     t0 = time.time()
-    g = torch.Generator().manual_seed(cfg.seed)
-    norm_chunks = [bundle.normalize_actions(torch.from_numpy(d.chunks)) for d in demos]
-    result["action_sensitivity"] = {
-        "perturbations": action_sensitivity(bundle.f_a, torch.cat(norm_chunks), cfg.epsilons, cfg.eps_draws, g),
-        "between_demos": between_demo_action_distance(bundle.f_a, norm_chunks, tasks),
+    imag: list[list[torch.Tensor]] = []
+    for d in progress_bar(demos, desc="imagination", disable=not progress, leave=False):
+        imag.append([imagine_targets(wm, bundle, d.first_frame, d.task, steps=cfg.imagine_steps,
+                                     seed=cfg.seed * 100_003 + 1000 * d.episode + 100 * k)["targets"].float()
+                     for k in range(cfg.samples)])
+    timings["imagination"] = time.time() - t0
+    first = [s[0] for s in imag]
+    rows.append({"key": "imagined", "label": "the world model's skill-compositional imagination, index-paired",
+                 **index_paired_gap(first, act_emb, tasks)})
+    ivr = index_paired_gap(first, real[cfg.sigma], tasks)
+    rvr = index_paired_gap(real[cfg.sigma], real[cfg.sigma], tasks)
+    result["imagined_vs_real"] = {
+        "own": ivr["pos"], "other_demos": ivr["neg"], "own_minus_other": ivr["gap"], "n_demos": ivr["n_demos"],
+        "real_vs_other_real": rvr["neg"], "per_frame_own": per_frame_cosine(first, real[cfg.sigma]),
+        "imagined_chunks": _nanmean(x.shape[0] for x in first), "real_chunks": _nanmean(x.shape[0] for x in act_emb),
     }
-    timings["action_sensitivity"] = time.time() - t0
+    result["samples"] = sample_consistency(imag, tasks)
+
+
+def _write_outputs(cfg: DiagnoseConfig, out: Path, bundle, wc, held, held_source, demos: list, tasks: list,
+                   rows: list, result: dict, timings: dict, started: float) -> dict:
+    """Write ``diagnose.json``, ``diagnose.md`` and ``manifest.json``; returns the report."""
+    from world2act.utils.io import atomic_write, write_json
+    from world2act.utils.manifest import write_manifest
 
     c = bundle.config
     report = {
@@ -572,8 +606,6 @@ def run(cfg: DiagnoseConfig, out: str | Path, *, device: str = "cpu", overwrite:
         "timings_s": {k: round(v, 2) for k, v in timings.items()}, "seconds": round(time.time() - started, 2),
     }
     write_json(out / "diagnose.json", report)
-    from world2act.utils.io import atomic_write
-
     atomic_write(out / "diagnose.md", render_markdown(report))
     summary = {r["key"]: {"gap": r["gap"], "pos": r["pos"], "neg": r["neg"]} for r in rows}
     write_manifest(out, stage="diagnose", config=cfg, inputs=report["inputs"], metrics=summary, started=started)

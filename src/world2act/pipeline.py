@@ -144,7 +144,6 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
             file and the last error line; stages running beside it are stopped and resume on
             the next run).
     """
-    from world2act.utils.procs import child_dies_with_parent
     from world2act.utils.tracking import check_backend
 
     log_with = check_backend(log_with)
@@ -155,6 +154,16 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
 
         if not torch.cuda.is_available():
             raise World2ActError(f"no CUDA GPU on this machine: {meta['requires_cuda']}")
+    out, env, max_parallel = _prepare_run(out, overwrite, extra_env, max_parallel)
+    hashes, timings, done, pending = _plan_stages(stages, out, only)
+    _schedule(pending, done, timings, hashes, out, env, log_with, max_parallel)
+    return _finish_pipeline(preset, meta, stages, timings, hashes, out, log_with)
+
+
+def _prepare_run(out, overwrite: bool, extra_env: dict | None, max_parallel: int):
+    """Make ``out`` (wiped first with ``overwrite``) and ``out/logs``; build the stages'
+    environment (offline hub; ``WORLD2ACT_THREADS`` shared out when stages run concurrently).
+    Returns ``(out, env, max_parallel)``."""
     out = Path(out).resolve()
     if overwrite and out.exists():
         import shutil
@@ -167,7 +176,12 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
     env.setdefault("HF_HUB_OFFLINE", "1")
     if max_parallel > 1:
         env.setdefault("WORLD2ACT_THREADS", str(max(1, (os.cpu_count() or 1) // max_parallel)))
+    return out, env, max_parallel
 
+
+def _plan_stages(stages: list[Stage], out: Path, only):
+    """Hash every stage (its command, arguments and upstream hashes); skip those whose stamp
+    matches, refuse a stale stage outside ``only``. Returns ``(hashes, timings, done, pending)``."""
     hashes: dict[str, str] = {}
     for st in stages:  # presets list stages in dependency order
         hashes[st.name] = stage_hash(st, hashes)
@@ -184,43 +198,55 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
             raise World2ActError(f"stage {st.name} is not up to date and not in --only {only}")
         else:
             pending.append(st)
+    return hashes, timings, done, pending
 
+
+def _launch_stage(st: Stage, out: Path, env: dict, log_with: str, running: dict) -> None:
+    """Start one stage as a subprocess logging to ``out/logs/NAME.log`` (resuming an interrupted
+    resumable stage, else starting its folder over); record it in ``running``."""
+    from world2act.utils.procs import child_dies_with_parent
+
+    folder = out / st.name
+    prefix = st.program or [sys.executable, "-m", "world2act"]
+    argv = [*prefix, st.command, *[a.replace("{out}", str(out)) for a in st.args], "--out", str(folder)]
+    if log_with != "none" and st.command in TRACKED_COMMANDS:
+        argv += ["--log-with", log_with]
+    if folder.exists() and any(folder.iterdir()):
+        if st.resumable and not (folder / STAMP).is_file():
+            argv.append("--resume")  # interrupted earlier: continue from its checkpoints
+        else:
+            import shutil
+
+            shutil.rmtree(folder)  # inputs or arguments changed: start this stage over
+    log.info("[%s] %s", st.name, " ".join(argv[len(prefix):]))
+    logfile = out / "logs" / f"{st.name}.log"
+    lf = open(logfile, "a")
+    lf.write(f"\n$ {' '.join(argv)}\n")
+    lf.flush()
+    proc = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=child_dies_with_parent())  # a killed pipeline takes its stages along
+    running[st.name] = (st, proc, lf, logfile, time.time())
+
+
+def _stop_all(running: dict) -> None:
+    """Terminate every running stage (killed after 30 s), close its log and forget it."""
+    for _, proc, lf, _, _ in running.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc, lf, _, _ in running.values():
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        lf.close()
+    running.clear()
+
+
+def _schedule(pending: list[Stage], done: set, timings: dict, hashes: dict, out: Path, env: dict, log_with: str,
+              max_parallel: int) -> None:
+    """Run the pending stages, up to ``max_parallel`` at once, each when its inputs are done;
+    stamp each finished stage. A failure (or an interrupt) stops the running ones and raises."""
     running: dict[str, tuple] = {}
-
-    def launch(st: Stage) -> None:
-        folder = out / st.name
-        prefix = st.program or [sys.executable, "-m", "world2act"]
-        argv = [*prefix, st.command, *[a.replace("{out}", str(out)) for a in st.args], "--out", str(folder)]
-        if log_with != "none" and st.command in TRACKED_COMMANDS:
-            argv += ["--log-with", log_with]
-        if folder.exists() and any(folder.iterdir()):
-            if st.resumable and not (folder / STAMP).is_file():
-                argv.append("--resume")  # interrupted earlier: continue from its checkpoints
-            else:
-                import shutil
-
-                shutil.rmtree(folder)  # inputs or arguments changed: start this stage over
-        log.info("[%s] %s", st.name, " ".join(argv[len(prefix):]))
-        logfile = out / "logs" / f"{st.name}.log"
-        lf = open(logfile, "a")
-        lf.write(f"\n$ {' '.join(argv)}\n")
-        lf.flush()
-        proc = subprocess.Popen(argv, stdout=lf, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=child_dies_with_parent())  # a killed pipeline takes its stages along
-        running[st.name] = (st, proc, lf, logfile, time.time())
-
-    def stop_all() -> None:
-        for _, proc, lf, _, _ in running.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc, lf, _, _ in running.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            lf.close()
-        running.clear()
-
     try:
         while pending or running:
             for st in list(pending):
@@ -228,7 +254,7 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
                     break
                 if all(d in done for d in st.after):
                     pending.remove(st)
-                    launch(st)
+                    _launch_stage(st, out, env, log_with, running)
             if not running:
                 raise World2ActError(f"stages {[s.name for s in pending]} wait for inputs no stage produces")
             time.sleep(0.2)
@@ -240,7 +266,7 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
                 del running[name]
                 wall = round(time.time() - t0, 1)
                 if rc != 0:
-                    stop_all()
+                    _stop_all(running)
                     tail = [l for l in logfile.read_text().splitlines() if l.strip()][-1:] or ["(no output)"]
                     raise World2ActError(f"stage {name} failed (exit {rc}); log {logfile}: {tail[0][:300]}")
                 write_json(out / name / STAMP, {"hash": hashes[name], "command": st.command, "args": st.args,
@@ -249,8 +275,14 @@ def run_pipeline(preset, out: str | Path, *, overwrite: bool = False, only: list
                 done.add(name)
                 log.info("[%s] done in %.1f s", name, wall)
     except BaseException:
-        stop_all()
+        _stop_all(running)
         raise
+
+
+def _finish_pipeline(preset, meta: dict, stages: list[Stage], timings: dict, hashes: dict, out: Path,
+                     log_with: str) -> dict:
+    """Time base vs post-trained interleaved, write report.md and summary.json, log the summary
+    to the tracker; returns the summary."""
     from world2act.report import write_report
 
     timings = {st.name: timings[st.name] for st in stages if st.name in timings}

@@ -179,7 +179,6 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         :func:`evaluate_bundle` metrics.
     """
     from world2act.utils.progress import progress_bar
-    from world2act.utils.training import checkpoint_folder
 
     info = train.shape_info
     base = adapter_cfg or AdapterConfig()
@@ -197,6 +196,46 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
     mask_all = train.mask.to(device)
 
     out = Path(out) if out is not None else None
+    start, curves = _resume(out, resume, bundle, opt, rng, desc)
+    rc = _Recorder(curves, out, tracker, tag_prefix, val, bundle, cfg, device)
+    if start == 0 and not any(c["kind"] == "eval" and c["step"] == 0 for c in curves):
+        rc.evaluate(0)
+    acc = {"loss": 0.0, "rec": 0.0, "nce": 0.0, "hard": 0, "neg": 0, "gn": 0.0, "n": 0}
+    bar = progress_bar(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    for step in bar:
+        nb = (sampler.in_batch(cfg.batch_size, rng) if cfg.negatives == "in_batch"
+              else sampler.batch(cfg.anchors_per_batch, rng))
+        parts, gn = _align_step(cfg, bundle, opt, params, nb, lat_all, act_all, mask_all, device)
+        for k in ("loss", "rec", "nce"):
+            acc[k] += parts[k]
+        acc["hard"] += nb.num_hard
+        acc["neg"] += nb.num_hard + nb.num_easy
+        acc["gn"] += float(gn)
+        acc["n"] += 1
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            n = acc["n"]
+            rec = {"kind": "train", "step": done, "loss": acc["loss"] / n, "rec": acc["rec"] / n, "nce": acc["nce"] / n,
+                   "hard_fraction": acc["hard"] / max(1, acc["neg"]), "grad_norm": acc["gn"] / n}
+            rc.record(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", rec=f"{rec['rec']:.3f}", nce=f"{rec['nce']:.3f}")
+            acc = dict.fromkeys(acc, 0) | {"loss": 0.0, "rec": 0.0, "nce": 0.0, "gn": 0.0}
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            rc.evaluate(done)
+        if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            _save_state(out / CHECKPOINT, bundle, opt, done, rng, {"variant": cfg.variant})
+    bar.close()
+    return bundle.to("cpu").eval(), curves
+
+
+def _resume(out: Path | None, resume: bool, bundle: AlignmentBundle, opt, rng: np.random.Generator,
+            desc: str) -> tuple[int, list[dict]]:
+    """Make ``out``; with ``resume`` restore the checkpoint (bundle, optimiser, both RNGs) and the
+    curve records up to its step, else drop old curves; rewrite ``curves.jsonl`` to match.
+    Returns ``(start_step, curves)`` (``(0, [])`` without ``out``)."""
+    from world2act.utils.training import checkpoint_folder
+
     start = 0
     curves: list[dict] = []
     if out is not None:
@@ -213,68 +252,61 @@ def train_adapters(train: AlignData, val: AlignData | None, cfg: AlignConfig, ad
         # rewrite curves consistently with the restored step
         with atomic_path(out / CURVES) as tmp:
             tmp.write_text("".join(json.dumps(c) + "\n" for c in curves))
+    return start, curves
 
-    def record(rec: dict) -> None:
-        curves.append(rec)
-        if tracker is not None:
-            tracker.log(rec, step=rec["step"], prefix=f"{tag_prefix}{'heldout' if rec['kind'] == 'eval' else 'train'}/")
-        if out is not None:
-            with open(out / CURVES, "a") as f:
+
+class _Recorder:
+    """Where :func:`train_adapters` sends its curve records: the list, the tracker and
+    ``out/curves.jsonl``; :meth:`evaluate` adds a held-out record."""
+
+    def __init__(self, curves: list[dict], out: Path | None, tracker, tag_prefix: str, val, bundle: AlignmentBundle,
+                 cfg: AlignConfig, device: str):
+        self.curves, self.out, self.tracker, self.tag_prefix = curves, out, tracker, tag_prefix
+        self.val, self.bundle, self.cfg, self.device = val, bundle, cfg, device
+
+    def record(self, rec: dict) -> None:
+        """Append ``rec`` to the curves, log it to the tracker and to ``curves.jsonl``."""
+        self.curves.append(rec)
+        if self.tracker is not None:
+            self.tracker.log(rec, step=rec["step"],
+                             prefix=f"{self.tag_prefix}{'heldout' if rec['kind'] == 'eval' else 'train'}/")
+        if self.out is not None:
+            with open(self.out / CURVES, "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
-    def evaluate(step: int) -> None:
+    def evaluate(self, step: int) -> None:
+        """Record :func:`evaluate_bundle` on the held-out data (when it has 2 samples or more)."""
+        val, bundle = self.val, self.bundle
         if val is None or len(val) < 2:
             return
         bundle.eval()
-        m = evaluate_bundle(bundle, val.latents, bundle.normalize_actions(val.actions.float().to(device)),
+        m = evaluate_bundle(bundle, val.latents, bundle.normalize_actions(val.actions.float().to(self.device)),
                             val.mask, val.skill_ids, val.demo_ids,
-                            similarity="global" if cfg.variant == "global" else "chunk")
+                            similarity="global" if self.cfg.variant == "global" else "chunk")
         bundle.train()
-        record({"kind": "eval", "step": step, **m})
+        self.record({"kind": "eval", "step": step, **m})
 
-    if start == 0 and not any(c["kind"] == "eval" and c["step"] == 0 for c in curves):
-        evaluate(0)
-    acc = {"loss": 0.0, "rec": 0.0, "nce": 0.0, "hard": 0, "neg": 0, "gn": 0.0, "n": 0}
-    bar = progress_bar(range(start, cfg.steps), desc=desc, initial=start, total=cfg.steps, disable=not progress,
-               dynamic_ncols=True, leave=False)
-    for step in bar:
-        nb = (sampler.in_batch(cfg.batch_size, rng) if cfg.negatives == "in_batch"
-              else sampler.batch(cfg.anchors_per_batch, rng))
-        idx = torch.from_numpy(nb.indices)
-        lat = lat_all[idx].to(device).float()
-        act = act_all[idx]
-        m = mask_all[idx]
-        v = bundle.f_v(lat)
-        za = bundle.f_a(act)
-        dec = bundle.g_a(za)
-        loss, parts = stage1_loss(v, za, dec, act, variant=cfg.variant, lam=cfg.lam, tau=cfg.tau, margin=cfg.margin,
-                                  mask=m, candidates=nb.candidates.to(device), anchors=nb.anchors.to(device))
-        if cfg.video_rec > 0:
-            loss = loss + cfg.video_rec * reconstruction_loss(bundle.g_a(v), act, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        for k in ("loss", "rec", "nce"):
-            acc[k] += parts[k]
-        acc["hard"] += nb.num_hard
-        acc["neg"] += nb.num_hard + nb.num_easy
-        acc["gn"] += float(gn)
-        acc["n"] += 1
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            n = acc["n"]
-            rec = {"kind": "train", "step": done, "loss": acc["loss"] / n, "rec": acc["rec"] / n, "nce": acc["nce"] / n,
-                   "hard_fraction": acc["hard"] / max(1, acc["neg"]), "grad_norm": acc["gn"] / n}
-            record(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", rec=f"{rec['rec']:.3f}", nce=f"{rec['nce']:.3f}")
-            acc = dict.fromkeys(acc, 0) | {"loss": 0.0, "rec": 0.0, "nce": 0.0, "gn": 0.0}
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            evaluate(done)
-        if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_state(out / CHECKPOINT, bundle, opt, done, rng, {"variant": cfg.variant})
-    bar.close()
-    return bundle.to("cpu").eval(), curves
+
+def _align_step(cfg: AlignConfig, bundle: AlignmentBundle, opt, params, nb, lat_all, act_all, mask_all,
+                device: str):
+    """One optimiser step on the sampled batch ``nb``: L_rec + λ·L_NCE (plus the optional video
+    reconstruction term), clipped. Returns ``(parts, grad_norm)``."""
+    idx = torch.from_numpy(nb.indices)
+    lat = lat_all[idx].to(device).float()
+    act = act_all[idx]
+    m = mask_all[idx]
+    v = bundle.f_v(lat)
+    za = bundle.f_a(act)
+    dec = bundle.g_a(za)
+    loss, parts = stage1_loss(v, za, dec, act, variant=cfg.variant, lam=cfg.lam, tau=cfg.tau, margin=cfg.margin,
+                              mask=m, candidates=nb.candidates.to(device), anchors=nb.anchors.to(device))
+    if cfg.video_rec > 0:
+        loss = loss + cfg.video_rec * reconstruction_loss(bundle.g_a(v), act, m)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return parts, gn
 
 
 def final_metrics(curves: list[dict]) -> dict:

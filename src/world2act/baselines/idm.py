@@ -330,10 +330,7 @@ def train_idm(tcfg: IDMTrainConfig, demos, idm_cfg: IDMConfig, out: str | Path, 
     Raises:
         World2ActError: the demos lack a camera or have no episode longer than ``K`` steps.
     """
-    from world2act.utils.progress import progress_bar
-
     from world2act.policies.normalizer import Normalizer
-    from world2act.policies.train_base import _lr_at, random_shift
     from world2act.utils.io import write_json
 
     started = time.time()
@@ -352,30 +349,63 @@ def train_idm(tcfg: IDMTrainConfig, demos, idm_cfg: IDMConfig, out: str | Path, 
     normalizer = Normalizer.fit_arrays({"observation.state": demos.states[rows], "action": demos.actions[rows]})
     torch.manual_seed(seed)
     net = IDMNet(idm_cfg).to(device)
+    curve, loss_ema = _train_idm_net(tcfg, net, idm_cfg, imgs, normalizer, demos, train_starts, seed, device)
+    model = InverseDynamicsModel(idm_cfg, normalizer, net, device=device)
+
+    # ---- held-out score against the mean-action baseline
+    metrics: dict = {"train_episodes": len(train_eps), "heldout_episodes": len(held_eps),
+                     "heldout_episode_ids": held_eps, "train_pairs": int(len(train_starts)),
+                     "heldout_pairs": int(len(held_starts)), "steps": tcfg.steps, "final_loss": loss_ema}
+    if len(held_starts):
+        _heldout_metrics(metrics, tcfg, model, idm_cfg, imgs, normalizer, demos, train_starts, held_starts, seed)
+    else:
+        log.warning("IDM: no held-out episode (fewer than 2 demonstrations or heldout_fraction 0): no held-out MSE")
+    metrics["train_minutes"] = round((time.time() - started) / 60, 3)
+    out = Path(out)
+    model.save(out, extra_config={k: v for k, v in metrics.items() if not isinstance(v, list)})
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "curve.json", curve)
+    return model, metrics
+
+
+def _idm_batch(idm_cfg: IDMConfig, imgs: dict, normalizer, demos, starts: np.ndarray, gen: torch.Generator | None,
+               shift: int, device: str):
+    """The frame pairs ``(t, t + K)`` of ``starts`` per camera (one random shift for both
+    frames), the normalised action chunks between them and the normalised states at ``t``:
+    ``(a, b, acts, state)``."""
+    from world2act.policies.flow_policy import images_to_tensor
+    from world2act.policies.train_base import random_shift
+
+    K = idm_cfg.chunk_size
+    a, b = [], []
+    for c in idm_cfg.cameras:
+        x = torch.cat([images_to_tensor(imgs[c][starts], idm_cfg.image_size, device),
+                       images_to_tensor(imgs[c][starts + K], idm_cfg.image_size, device)], 1)
+        if shift and gen is not None:
+            x = random_shift(x, shift, gen)  # one offset for both frames: the motion is kept
+        a.append(x[:, :3])
+        b.append(x[:, 3:])
+    acts = normalizer.normalize("action", torch.from_numpy(demos.actions[starts[:, None] + np.arange(K)[None]]))
+    state = normalizer.normalize("observation.state", torch.from_numpy(demos.states[starts]))
+    return a, b, acts.to(device), state.to(device)
+
+
+def _train_idm_net(tcfg: IDMTrainConfig, net, idm_cfg: IDMConfig, imgs: dict, normalizer, demos,
+                   train_starts: np.ndarray, seed: int, device: str) -> tuple[list[dict], float | None]:
+    """The training steps (action MSE, plus the weighted state MSE when the net predicts the
+    state); leaves ``net`` in eval mode. Returns ``(curve, loss_ema)``."""
+    from world2act.policies.train_base import _lr_at
+    from world2act.utils.progress import progress_bar
+
     opt = torch.optim.AdamW(net.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.9, 0.95))
-
-    def batch(starts: np.ndarray, gen: torch.Generator | None, shift: int):
-        from world2act.policies.flow_policy import images_to_tensor
-
-        a, b = [], []
-        for c in idm_cfg.cameras:
-            x = torch.cat([images_to_tensor(imgs[c][starts], idm_cfg.image_size, device),
-                           images_to_tensor(imgs[c][starts + K], idm_cfg.image_size, device)], 1)
-            if shift and gen is not None:
-                x = random_shift(x, shift, gen)  # one offset for both frames: the motion is kept
-            a.append(x[:, :3])
-            b.append(x[:, 3:])
-        acts = normalizer.normalize("action", torch.from_numpy(demos.actions[starts[:, None] + np.arange(K)[None]]))
-        state = normalizer.normalize("observation.state", torch.from_numpy(demos.states[starts]))
-        return a, b, acts.to(device), state.to(device)
-
     curve: list[dict] = []
     loss_ema = None
     net.train()
     for step in progress_bar(range(tcfg.steps), desc="idm", unit="step", leave=False):
         rng = np.random.default_rng([seed, 7, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        a, b, acts, state = batch(rng.choice(train_starts, tcfg.batch_size), gen, tcfg.augment_shift)
+        a, b, acts, state = _idm_batch(idm_cfg, imgs, normalizer, demos, rng.choice(train_starts, tcfg.batch_size),
+                                       gen, tcfg.augment_shift, device)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, tcfg)
         pred, pst = net(a, b)
@@ -391,41 +421,34 @@ def train_idm(tcfg: IDMTrainConfig, demos, idm_cfg: IDMConfig, out: str | Path, 
         if (step + 1) % 25 == 0 or step + 1 == tcfg.steps:
             curve.append({"step": step + 1, "loss": loss_ema})
     net.eval()
-    model = InverseDynamicsModel(idm_cfg, normalizer, net, device=device)
+    return curve, loss_ema
 
-    # ---- held-out score against the mean-action baseline
-    metrics: dict = {"train_episodes": len(train_eps), "heldout_episodes": len(held_eps),
-                     "heldout_episode_ids": held_eps, "train_pairs": int(len(train_starts)),
-                     "heldout_pairs": int(len(held_starts)), "steps": tcfg.steps, "final_loss": loss_ema}
-    if len(held_starts):
-        if len(held_starts) > tcfg.max_eval_pairs:
-            held_starts = np.sort(np.random.default_rng(seed).choice(held_starts, tcfg.max_eval_pairs, replace=False))
-        chunks, states = model.predict({c: imgs[c][held_starts] for c in idm_cfg.cameras},
-                                       {c: imgs[c][held_starts + K] for c in idm_cfg.cameras})
-        truth = demos.actions[held_starts[:, None] + np.arange(K)[None]]
-        train_truth = demos.actions[train_starts[:, None] + np.arange(K)[None]]
-        mean_chunk = train_truth.mean(0, keepdims=True)
-        nz = lambda x: normalizer.normalize("action", torch.from_numpy(np.array(x, np.float32))).numpy()  # noqa: E731
-        mse = float(((nz(chunks) - nz(truth)) ** 2).mean())
-        base = float(((nz(np.broadcast_to(mean_chunk, truth.shape)) - nz(truth)) ** 2).mean())
-        metrics.update({
-            "heldout_action_mse": mse, "mean_action_mse": base, "mse_ratio_to_mean": mse / base if base > 0 else float("nan"),
-            "heldout_action_mse_dataset_units": float(((chunks - truth) ** 2).mean()),
-            "mean_action_mse_dataset_units": float(((mean_chunk - truth) ** 2).mean()),
-            "heldout_action_mse_per_dim": ((chunks - truth) ** 2).mean((0, 1)).tolist(),
-            "mean_action_mse_per_dim": ((mean_chunk - truth) ** 2).mean((0, 1)).tolist(),
-        })
-        if states is not None:
-            ns = lambda x: normalizer.normalize("observation.state", torch.from_numpy(np.array(x, np.float32))).numpy()  # noqa: E731
-            st_truth = demos.states[held_starts]
-            st_mean = demos.states[train_starts].mean(0, keepdims=True)
-            metrics["heldout_state_mse"] = float(((ns(states) - ns(st_truth)) ** 2).mean())
-            metrics["mean_state_mse"] = float(((ns(np.broadcast_to(st_mean, st_truth.shape)) - ns(st_truth)) ** 2).mean())
-    else:
-        log.warning("IDM: no held-out episode (fewer than 2 demonstrations or heldout_fraction 0): no held-out MSE")
-    metrics["train_minutes"] = round((time.time() - started) / 60, 3)
-    out = Path(out)
-    model.save(out, extra_config={k: v for k, v in metrics.items() if not isinstance(v, list)})
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "curve.json", curve)
-    return model, metrics
+
+def _heldout_metrics(metrics: dict, tcfg: IDMTrainConfig, model, idm_cfg: IDMConfig, imgs: dict, normalizer, demos,
+                     train_starts: np.ndarray, held_starts: np.ndarray, seed: int) -> None:
+    """Add the held-out action (and state) MSE against the mean-action (mean-state) baseline to
+    ``metrics``, normalised and in dataset units, on at most ``max_eval_pairs`` pairs."""
+    K = idm_cfg.chunk_size
+    if len(held_starts) > tcfg.max_eval_pairs:
+        held_starts = np.sort(np.random.default_rng(seed).choice(held_starts, tcfg.max_eval_pairs, replace=False))
+    chunks, states = model.predict({c: imgs[c][held_starts] for c in idm_cfg.cameras},
+                                   {c: imgs[c][held_starts + K] for c in idm_cfg.cameras})
+    truth = demos.actions[held_starts[:, None] + np.arange(K)[None]]
+    train_truth = demos.actions[train_starts[:, None] + np.arange(K)[None]]
+    mean_chunk = train_truth.mean(0, keepdims=True)
+    nz = lambda x: normalizer.normalize("action", torch.from_numpy(np.array(x, np.float32))).numpy()  # noqa: E731
+    mse = float(((nz(chunks) - nz(truth)) ** 2).mean())
+    base = float(((nz(np.broadcast_to(mean_chunk, truth.shape)) - nz(truth)) ** 2).mean())
+    metrics.update({
+        "heldout_action_mse": mse, "mean_action_mse": base, "mse_ratio_to_mean": mse / base if base > 0 else float("nan"),
+        "heldout_action_mse_dataset_units": float(((chunks - truth) ** 2).mean()),
+        "mean_action_mse_dataset_units": float(((mean_chunk - truth) ** 2).mean()),
+        "heldout_action_mse_per_dim": ((chunks - truth) ** 2).mean((0, 1)).tolist(),
+        "mean_action_mse_per_dim": ((mean_chunk - truth) ** 2).mean((0, 1)).tolist(),
+    })
+    if states is not None:
+        ns = lambda x: normalizer.normalize("observation.state", torch.from_numpy(np.array(x, np.float32))).numpy()  # noqa: E731
+        st_truth = demos.states[held_starts]
+        st_mean = demos.states[train_starts].mean(0, keepdims=True)
+        metrics["heldout_state_mse"] = float(((ns(states) - ns(st_truth)) ** 2).mean())
+        metrics["mean_state_mse"] = float(((ns(np.broadcast_to(st_mean, st_truth.shape)) - ns(st_truth)) ** 2).mean())

@@ -568,8 +568,6 @@ class LeRobotDatasetWriter:
             World2ActError: the episode does not match the spec or is invalid (nothing is
                 written), or a file cannot be written.
         """
-        import pyarrow as pa
-
         idx = len(self._rows)
         actions, states, grip, sim, meta_json = self._check(ep, idx)
         T = actions.shape[0]
@@ -579,7 +577,42 @@ class LeRobotDatasetWriter:
         task_index = self._tasks.index(ep.task) if ep.task in self._tasks else len(self._tasks)
         chunk, file = idx // self.chunks_size, idx  # file index = episode index (unique per dataset)
         start = self._total_frames
+        numeric, sim_width = self._write_data(actions, states, grip, sim, idx, task_index, chunk, file, start)
 
+        row: dict[str, Any] = {
+            "episode_index": idx,
+            "tasks": [ep.task],
+            "task_index": task_index,
+            "length": T,
+            "success": bool(ep.success),
+            "data/chunk_index": chunk,
+            "data/file_index": file,
+            "dataset_from_index": start,
+            "dataset_to_index": start + T,
+        }
+        self._write_videos(ep, T, chunk, file, row)
+        # LeRobot's per-episode statistics of every feature (its writer aggregates these).
+        for key, arr in numeric.items():
+            for name, val in numeric_stats(arr).items():
+                row[f"stats/{key}/{name}"] = val
+        for cam in self.spec.cameras:
+            for name, val in image_stats(ep.images[cam]).items():
+                row[f"stats/{image_key(cam)}/{name}"] = val
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        if sim_width is not None:
+            row["sim_state_width"] = sim_width
+        row["meta_json"] = meta_json
+        return self._append_row(row, ep.task, task_index, T, idx)
+
+    def _write_data(self, actions, states, grip, sim, idx: int, task_index: int, chunk: int, file: int,
+                    start: int) -> tuple[dict[str, np.ndarray], int | None]:
+        """Write the episode's parquet file (action, state, gripper width, sim state zero-padded
+        to the spec's width, the index columns). Returns ``(numeric, sim_width)``: the numeric
+        columns for the per-episode statistics and the unpadded sim-state width (None without)."""
+        import pyarrow as pa
+
+        T = actions.shape[0]
         numeric: dict[str, np.ndarray] = {ACTION: actions}
         cols = {ACTION: _fixed_list(actions, pa.float32())}
         if self.spec.state_dim:
@@ -611,18 +644,10 @@ class LeRobotDatasetWriter:
             cols[k] = pa.array(v)
             numeric[k] = v
         _write_parquet(self.root / DATA_PATH.format(chunk_index=chunk, file_index=file), pa.table(cols))
+        return numeric, sim_width
 
-        row: dict[str, Any] = {
-            "episode_index": idx,
-            "tasks": [ep.task],
-            "task_index": task_index,
-            "length": T,
-            "success": bool(ep.success),
-            "data/chunk_index": chunk,
-            "data/file_index": file,
-            "dataset_from_index": start,
-            "dataset_to_index": start + T,
-        }
+    def _write_videos(self, ep: Episode, T: int, chunk: int, file: int, row: dict) -> None:
+        """Encode one video per camera and add its location and time span to ``row``."""
         for cam in self.spec.cameras:
             key = image_key(cam)
             frames = ep.images[cam]
@@ -633,23 +658,13 @@ class LeRobotDatasetWriter:
             row[f"videos/{key}/file_index"] = file
             row[f"videos/{key}/from_timestamp"] = 0.0
             row[f"videos/{key}/to_timestamp"] = T / self.spec.fps
-        # LeRobot's per-episode statistics of every feature (its writer aggregates these).
-        for key, arr in numeric.items():
-            for name, val in numeric_stats(arr).items():
-                row[f"stats/{key}/{name}"] = val
-        for cam in self.spec.cameras:
-            for name, val in image_stats(ep.images[cam]).items():
-                row[f"stats/{image_key(cam)}/{name}"] = val
-        row["meta/episodes/chunk_index"] = 0
-        row["meta/episodes/file_index"] = 0
-        if sim_width is not None:
-            row["sim_state_width"] = sim_width
-        row["meta_json"] = meta_json
 
+    def _append_row(self, row: dict, task: str, task_index: int, T: int, idx: int) -> int:
+        """Commit the episode's row (and its task when new); undone if the commit fails. Returns ``idx``."""
         new_task = task_index == len(self._tasks)
         self._rows.append(row)
         if new_task:
-            self._tasks.append(ep.task)
+            self._tasks.append(task)
         self._total_frames += T
         try:
             self._commit(write_tasks=new_task)

@@ -189,43 +189,59 @@ def write_video(
     try:
         with atomic_path(path) as tmp:
             with av.open(str(tmp), mode="w", format="mp4") as container:
-                stream = container.add_stream(codec, rate=rate)
-                stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
-                stream.time_base = Fraction(1, 1) / rate
-                opts = {"crf": str(int(crf)), "preset": str(preset)} if any(
-                    k in codec for k in ("264", "265", "svtav1")) else {}
-                if gop is not None:
-                    opts["g"] = str(int(gop))
-                if opts:
-                    stream.options = opts
-                cc = stream.codec_context
-                # Single-threaded encode: deterministic bytes and polite on shared CPUs.
-                cc.thread_count = 1
-                numpy_path = pix_fmt in ("yuv444p", "yuv420p")
-                if numpy_path:  # tag what the numpy conversion does: BT.601, limited range
-                    cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 6, 1, 6, 6
-                yuv = rgb_to_yuv444(frames) if numpy_path else None
-                if pix_fmt == "yuv420p":
-                    Y, U, V = _chroma_420(yuv)
-                for t in range(T):
-                    if pix_fmt == "yuv444p":
-                        frame = _planar_frame(av, [yuv[t, 0], yuv[t, 1], yuv[t, 2]], "yuv444p")
-                    elif pix_fmt == "yuv420p":
-                        frame = _planar_frame(av, [Y[t], U[t], V[t]], "yuv420p")
-                    else:
-                        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t]), format="rgb24")
-                    # Set explicitly: left as allocated, x264 output varied between identical
-                    # runs in ~10% of encodes (measured); with this it is byte-identical.
-                    frame.pict_type = av.video.frame.PictureType.NONE
-                    frame.pts = t
-                    for packet in stream.encode(frame):
-                        container.mux(packet)
-                for packet in stream.encode():
-                    container.mux(packet)
+                stream = _add_stream(container, codec, rate, W, H, pix_fmt, crf, preset, gop)
+                _encode_frames(av, container, stream, frames, pix_fmt)
     except World2ActError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as e:
         raise World2ActError(f"{path}: could not write video ({type(e).__name__}: {e})") from None
+
+
+def _add_stream(container, codec: str, rate: Fraction, W: int, H: int, pix_fmt: str, crf: int, preset: str,
+                gop: int | None):
+    """The video stream of ``container``: size, pixel format, time base, encoder options (crf and
+    preset for x264/x265/SVT-AV1, keyframe interval), one encoder thread and, for the numpy
+    conversion, the BT.601 limited-range colour tags."""
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = W, H, pix_fmt
+    stream.time_base = Fraction(1, 1) / rate
+    opts = {"crf": str(int(crf)), "preset": str(preset)} if any(
+        k in codec for k in ("264", "265", "svtav1")) else {}
+    if gop is not None:
+        opts["g"] = str(int(gop))
+    if opts:
+        stream.options = opts
+    cc = stream.codec_context
+    # Single-threaded encode: deterministic bytes and polite on shared CPUs.
+    cc.thread_count = 1
+    if pix_fmt in ("yuv444p", "yuv420p"):  # tag what the numpy conversion does: BT.601, limited range
+        cc.colorspace, cc.color_range, cc.color_primaries, cc.color_trc = 6, 1, 6, 6
+    return stream
+
+
+def _encode_frames(av, container, stream, frames: np.ndarray, pix_fmt: str) -> None:
+    """Convert ``frames`` (numpy for yuv444p / yuv420p, FFmpeg otherwise), encode and mux them,
+    then flush the encoder."""
+    T = frames.shape[0]
+    numpy_path = pix_fmt in ("yuv444p", "yuv420p")
+    yuv = rgb_to_yuv444(frames) if numpy_path else None
+    if pix_fmt == "yuv420p":
+        Y, U, V = _chroma_420(yuv)
+    for t in range(T):
+        if pix_fmt == "yuv444p":
+            frame = _planar_frame(av, [yuv[t, 0], yuv[t, 1], yuv[t, 2]], "yuv444p")
+        elif pix_fmt == "yuv420p":
+            frame = _planar_frame(av, [Y[t], U[t], V[t]], "yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[t]), format="rgb24")
+        # Set explicitly: left as allocated, x264 output varied between identical
+        # runs in ~10% of encodes (measured); with this it is byte-identical.
+        frame.pict_type = av.video.frame.PictureType.NONE
+        frame.pts = t
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 _BT601 = (0, 2, 5, 6)  # colorspace codes decoded with the numpy BT.601 path (unspecified, 470BG, 170M)

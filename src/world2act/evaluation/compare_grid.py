@@ -150,8 +150,6 @@ def load_grid(path: str | Path, *, seed: int = 0, overrides: list[str] | None = 
             evaluation init states, bad tasks / trials / seeds, a cell config that its command
             refuses (unknown override key, bad value), or a missing component folder.
     """
-    from world2act.envs import BENCHMARKS, resolve_tasks
-    from world2act.evaluation.harness import episode_jobs
     from world2act.utils.config import read_yaml_mapping
 
     where = str(path)
@@ -160,6 +158,40 @@ def load_grid(path: str | Path, *, seed: int = 0, overrides: list[str] | None = 
     unknown = sorted(set(data) - set(SHARED_KEYS))
     if unknown:
         raise World2ActError(f"{where}: unknown key(s) {unknown}; valid: {', '.join(SHARED_KEYS)}")
+    bench, tasks, trials, seeds, train_seed = _grid_episodes(data, where, seed)
+    ev = dict(EVAL_KEYS)
+    ev_raw = data.get("eval") or {}
+    if not isinstance(ev_raw, dict) or set(ev_raw) - set(EVAL_KEYS):
+        raise World2ActError(f"{where}: eval: expected a mapping with keys {', '.join(EVAL_KEYS)}, got {ev_raw!r}")
+    ev.update(ev_raw)
+    if ev["init_states"] not in ("eval", "validation"):
+        raise World2ActError(f"{where}: eval.init_states must be eval or validation, got {ev['init_states']!r}")
+
+    cells_raw = data.get("cells")
+    if not isinstance(cells_raw, list) or not cells_raw:
+        raise World2ActError(f"{where}: 'cells' must be a non-empty list of {{name, method, ...}} entries")
+    shared = {k: data[k] for k in ("policy", "wm", "align", "dataset") if data.get(k)}
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(cells_raw, 1):
+        cells.append(_parse_cell(i, raw, where, seen, shared, bench, tasks, train_seed))
+    bases = [c.name for c in cells if c.method == "base"]
+    reference = data.get("reference") or (bases[0] if bases else None)
+    if reference is None:
+        raise World2ActError(f"{where}: no base cell: add {{name: base, method: base}} (the reference every cell is paired with)")
+    if reference not in seen:
+        raise World2ActError(f"{where}: reference {reference!r} is not a cell name; cells: {', '.join(c.name for c in cells)}")
+    return Grid(path=where, benchmark=bench, tasks=tasks, trials=trials, seeds=seeds, cells=cells,
+                reference=str(reference), eval=ev, title=str(data.get("title") or ""))
+
+
+def _grid_episodes(data: dict, where: str, seed: int):
+    """The grid's benchmark (one with pairable evaluation init states), tasks, trials, seeds and
+    training seed, checked by building the episode jobs. Returns ``(bench, tasks, trials,
+    seeds, train_seed)``."""
+    from world2act.envs import BENCHMARKS, resolve_tasks
+    from world2act.evaluation.harness import episode_jobs
+
     bench = data.get("benchmark")
     if not bench:
         raise World2ActError(f"{where}: 'benchmark' is required (one of {', '.join(BENCHMARKS)})")
@@ -184,67 +216,50 @@ def load_grid(path: str | Path, *, seed: int = 0, overrides: list[str] | None = 
         episode_jobs(bench, tasks, trials, seeds)
     except World2ActError as e:
         raise World2ActError(f"{where}: {e}") from None
-    ev = dict(EVAL_KEYS)
-    ev_raw = data.get("eval") or {}
-    if not isinstance(ev_raw, dict) or set(ev_raw) - set(EVAL_KEYS):
-        raise World2ActError(f"{where}: eval: expected a mapping with keys {', '.join(EVAL_KEYS)}, got {ev_raw!r}")
-    ev.update(ev_raw)
-    if ev["init_states"] not in ("eval", "validation"):
-        raise World2ActError(f"{where}: eval.init_states must be eval or validation, got {ev['init_states']!r}")
+    return bench, tasks, trials, seeds, train_seed
 
-    cells_raw = data.get("cells")
-    if not isinstance(cells_raw, list) or not cells_raw:
-        raise World2ActError(f"{where}: 'cells' must be a non-empty list of {{name, method, ...}} entries")
-    shared = {k: data[k] for k in ("policy", "wm", "align", "dataset") if data.get(k)}
-    cells: list[Cell] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(cells_raw, 1):
-        if not isinstance(raw, dict):
-            raise World2ActError(f"{where}: cell {i}: expected a mapping {{name, method, ...}}, got {raw!r}")
-        name = str(raw.get("name") or "")
-        at = f"{where}: cell {i} {name!r}" if name else f"{where}: cell {i}"
-        bad = sorted(set(raw) - set(CELL_KEYS))
-        if bad:
-            raise World2ActError(f"{at}: unknown key(s) {bad}; valid: {', '.join(CELL_KEYS)}")
-        if not name:
-            raise World2ActError(f"{at}: 'name' is required")
-        if not _NAME.match(name) or name in ("compare.json", "compare.md", "compare.png"):
-            raise World2ActError(f"{at}: name must be a folder name (letters, digits, '.', '_', '-')")
-        if name in seen:
-            raise World2ActError(f"{at}: duplicate name {name!r}; every cell needs its own name (its folder)")
-        seen.add(name)
-        method = raw.get("method")
-        if method not in METHODS:
-            raise World2ActError(f"{at}: unknown method {method!r}; valid: {', '.join(METHODS)}")
-        policy = str(raw.get("policy") or shared.get("policy") or "")
-        ovs = _overrides(raw.get("overrides"), at)
-        cfg = None
-        if method == "base":
-            if ovs or raw.get("config"):
-                raise World2ActError(f"{at}: a base cell takes no overrides or config (it evaluates the base policy as is)")
-        else:
-            cfg = _build_config(method, raw.get("config"), ovs, shared, policy, bench, tasks, train_seed, at)
-            if cfg.benchmark != bench:
-                raise World2ActError(f"{at}: benchmark is shared by the whole grid ({bench}); a cell cannot change it")
-            policy = cfg.policy
-        values = {"policy": policy} if cfg is None else {c: getattr(cfg, c) for c in _COMPONENTS[method]}
-        for comp in _COMPONENTS[method]:
-            if not values.get(comp):
-                raise World2ActError(f"{at}: method {method} needs '{comp}' (set it in the grid or the cell)")
-            miss = _missing_path(values[comp])
-            if miss:
-                raise World2ActError(f"{at}: {comp} folder {miss} not found")
-        if cfg is not None:
-            _check_train_seeds(bench, cfg.tasks, cfg.init_states_per_task, at)
-        cells.append(Cell(name=name, method=method, policy=policy, config=cfg, index=i))
-    bases = [c.name for c in cells if c.method == "base"]
-    reference = data.get("reference") or (bases[0] if bases else None)
-    if reference is None:
-        raise World2ActError(f"{where}: no base cell: add {{name: base, method: base}} (the reference every cell is paired with)")
-    if reference not in seen:
-        raise World2ActError(f"{where}: reference {reference!r} is not a cell name; cells: {', '.join(c.name for c in cells)}")
-    return Grid(path=where, benchmark=bench, tasks=tasks, trials=trials, seeds=seeds, cells=cells,
-                reference=str(reference), eval=ev, title=str(data.get("title") or ""))
+
+def _parse_cell(i: int, raw, where: str, seen: set, shared: dict, bench: str, tasks: list, train_seed: int) -> Cell:
+    """Validate cell ``i`` (its keys, a unique folder name added to ``seen``, its method, its
+    stage config as its CLI builds it, its component folders and training seeds); returns it."""
+    if not isinstance(raw, dict):
+        raise World2ActError(f"{where}: cell {i}: expected a mapping {{name, method, ...}}, got {raw!r}")
+    name = str(raw.get("name") or "")
+    at = f"{where}: cell {i} {name!r}" if name else f"{where}: cell {i}"
+    bad = sorted(set(raw) - set(CELL_KEYS))
+    if bad:
+        raise World2ActError(f"{at}: unknown key(s) {bad}; valid: {', '.join(CELL_KEYS)}")
+    if not name:
+        raise World2ActError(f"{at}: 'name' is required")
+    if not _NAME.match(name) or name in ("compare.json", "compare.md", "compare.png"):
+        raise World2ActError(f"{at}: name must be a folder name (letters, digits, '.', '_', '-')")
+    if name in seen:
+        raise World2ActError(f"{at}: duplicate name {name!r}; every cell needs its own name (its folder)")
+    seen.add(name)
+    method = raw.get("method")
+    if method not in METHODS:
+        raise World2ActError(f"{at}: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    policy = str(raw.get("policy") or shared.get("policy") or "")
+    ovs = _overrides(raw.get("overrides"), at)
+    cfg = None
+    if method == "base":
+        if ovs or raw.get("config"):
+            raise World2ActError(f"{at}: a base cell takes no overrides or config (it evaluates the base policy as is)")
+    else:
+        cfg = _build_config(method, raw.get("config"), ovs, shared, policy, bench, tasks, train_seed, at)
+        if cfg.benchmark != bench:
+            raise World2ActError(f"{at}: benchmark is shared by the whole grid ({bench}); a cell cannot change it")
+        policy = cfg.policy
+    values = {"policy": policy} if cfg is None else {c: getattr(cfg, c) for c in _COMPONENTS[method]}
+    for comp in _COMPONENTS[method]:
+        if not values.get(comp):
+            raise World2ActError(f"{at}: method {method} needs '{comp}' (set it in the grid or the cell)")
+        miss = _missing_path(values[comp])
+        if miss:
+            raise World2ActError(f"{at}: {comp} folder {miss} not found")
+    if cfg is not None:
+        _check_train_seeds(bench, cfg.tasks, cfg.init_states_per_task, at)
+    return Cell(name=name, method=method, policy=policy, config=cfg, index=i)
 
 
 def _build_config(method: str, config_file: str | None, ovs: list[str], shared: dict, policy: str, bench: str,

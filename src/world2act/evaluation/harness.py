@@ -306,16 +306,23 @@ def run_episode(state: _WorkerState, job: EpisodeJob) -> dict:
         if source[0] == "env":
             state.drop_env()  # a crashed simulator may be in a bad state: rebuild it for the next job
     if frames and state.spec.video_dir:
-        try:
-            from world2act.data.video import write_video
-
-            path = Path(state.spec.video_dir) / f"task{job.task}_seed{job.seed}_trial{job.trial}.mp4"
-            write_video(path, np.stack(frames), fps=max(1.0, 20.0 / stride), pix_fmt="yuv420p")
-            rec["video"] = str(path.name)
-        except Exception as e:  # noqa: BLE001 - a failed video does not change the episode result
-            log.warning("video for %s failed: %s", job.key, e)
+        _save_video(state, job, frames, rec)
     rec["wall_s"] = time.perf_counter() - t_start
     return rec
+
+
+def _save_video(state: _WorkerState, job: EpisodeJob, frames: list[np.ndarray], rec: dict) -> None:
+    """Write the episode's frames to ``video_dir`` and name the file in ``rec["video"]``; a failed
+    video is logged and does not change the episode result."""
+    stride = max(1, int(state.spec.video_stride))
+    try:
+        from world2act.data.video import write_video
+
+        path = Path(state.spec.video_dir) / f"task{job.task}_seed{job.seed}_trial{job.trial}.mp4"
+        write_video(path, np.stack(frames), fps=max(1.0, 20.0 / stride), pix_fmt="yuv420p")
+        rec["video"] = str(path.name)
+    except Exception as e:  # noqa: BLE001 - a failed video does not change the episode result
+        log.warning("video for %s failed: %s", job.key, e)
 
 
 # ---------------------------------------------------------------------------- driver

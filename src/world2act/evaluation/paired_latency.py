@@ -81,25 +81,47 @@ def paired_latency(policies: dict[str, Any], obs: dict | None = None, n: int = 5
     prev = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
-    times: dict[str, list[float]] = {k: [] for k in labels}
     try:
-        for p in policies.values():
-            p.reset()
-            p.seed(0)
-        with torch.no_grad():
-            for i in range(max(0, int(warmup))):
-                for k in (labels if i % 2 == 0 else labels[::-1]):
-                    policies[k].predict_action_chunk(obs)
-            start = load_clock()
-            for i in range(int(n)):
-                for k in (labels if i % 2 == 0 else labels[::-1]):
-                    t = time.perf_counter()
-                    policies[k].predict_action_chunk(obs)
-                    times[k].append((time.perf_counter() - t) * 1000.0)
-            end = load_clock()
+        times, start, end = _time_interleaved(policies, labels, obs, n, warmup)
     finally:
         torch.set_num_threads(prev)
+    per, ratios = _summaries(policies, labels, times, n_boot, seed)
+    out: dict[str, Any] = {"reference": ref, "policies": per, "ratios": ratios, "n": int(n), "warmup": int(warmup),
+                           "batch": len(obs["task"]), "threads": int(threads or prev), "order": "interleaved, alternating",
+                           "wall_s": round(end[2] - start[2], 3),
+                           "other_load_cores": other_load(start, end)}
+    if len(labels) == 2:
+        out["ratio"] = ratios[labels[1]]["median"]
+        out["ratio_ci95"] = ratios[labels[1]]["ci95"]
+    return out
 
+
+def _time_interleaved(policies: dict[str, Any], labels: list[str], obs: dict, n: int, warmup: int):
+    """Reset and seed every policy, run the untimed warm-up rounds, then time ``n`` rounds (the
+    order alternating between rounds). Returns ``(times, start, end)``: per label the ``n``
+    times in ms, and the load clock before and after."""
+    times: dict[str, list[float]] = {k: [] for k in labels}
+    for p in policies.values():
+        p.reset()
+        p.seed(0)
+    with torch.no_grad():
+        for i in range(max(0, int(warmup))):
+            for k in (labels if i % 2 == 0 else labels[::-1]):
+                policies[k].predict_action_chunk(obs)
+        start = load_clock()
+        for i in range(int(n)):
+            for k in (labels if i % 2 == 0 else labels[::-1]):
+                t = time.perf_counter()
+                policies[k].predict_action_chunk(obs)
+                times[k].append((time.perf_counter() - t) * 1000.0)
+        end = load_clock()
+    return times, start, end
+
+
+def _summaries(policies: dict[str, Any], labels: list[str], times: dict, n_boot: int, seed: int):
+    """Per policy the median / p10 / p90 ms per chunk, ms per action and Hz; per non-reference
+    policy the median of the per-round ratios to the reference with its bootstrap interval.
+    Returns ``(per, ratios)``."""
     per: dict[str, dict] = {}
     for k in labels:
         t = times[k]
@@ -109,18 +131,11 @@ def paired_latency(policies: dict[str, Any], obs: dict | None = None, n: int = 5
                   "ms_per_chunk_p90": float(np.percentile(t, 90)), "ms_per_action": ms / K,
                   "hz": 1000.0 * K / ms if ms > 0 else float("inf"), "chunk_size": K,
                   "times_ms": [round(x, 4) for x in t]}
-    tref = np.asarray(times[ref])
+    tref = np.asarray(times[labels[0]])
     ratios: dict[str, dict] = {}
     for k in labels[1:]:
         r = np.asarray(times[k]) / np.maximum(tref, 1e-9)
         med = float(np.median(r))
         ratios[k] = {"median": med, "ci95": _bootstrap_median_ci(r, n_boot, seed),
                      "q10_q90": [float(np.quantile(r, 0.1)), float(np.quantile(r, 0.9))], "overhead": med - 1.0}
-    out: dict[str, Any] = {"reference": ref, "policies": per, "ratios": ratios, "n": int(n), "warmup": int(warmup),
-                           "batch": len(obs["task"]), "threads": int(threads or prev), "order": "interleaved, alternating",
-                           "wall_s": round(end[2] - start[2], 3),
-                           "other_load_cores": other_load(start, end)}
-    if len(labels) == 2:
-        out["ratio"] = ratios[labels[1]]["median"]
-        out["ratio_ci95"] = ratios[labels[1]]["ci95"]
-    return out
+    return per, ratios

@@ -341,7 +341,17 @@ class LiberoExpert:
             return self._move(eef, slow, None, -1.0)
         step = self.plan[self.index]
         obj = self._obj_pos(step.obj)
+        for phases in (self._act_pick, self._act_carry, self._act_release):
+            a = phases(step, obj, eef, fast, slow, dz, timed_out)
+            if a is not None:
+                return a
+        raise AssertionError(self.phase)
 
+    def _act_pick(self, step: PickPlace, obj, eef, fast: float, slow: float, dz: float,
+                  timed_out: bool) -> np.ndarray | None:
+        """APPROACH (plan the grasp, hover above it at the finger yaw), DESCEND (to the grasp
+        height) and GRASP (close the fingers); None in any other phase."""
+        g = self.gains
         if self.phase is Phase.APPROACH:
             if self.grasp is None or self.phase_steps == 1:
                 self.grasp = self._plan_grasp(step.obj)
@@ -365,7 +375,14 @@ class LiberoExpert:
                 self._lift_start = (float(eef[2]), float(obj[2]))
                 self._goto(Phase.LIFT)
             return self._move(eef if self.phase_steps > 2 else goal, slow, self.grasp.yaw, 1.0)
+        return None
 
+    def _act_carry(self, step: PickPlace, obj, eef, fast: float, slow: float, dz: float,
+                   timed_out: bool) -> np.ndarray | None:
+        """LIFT (to the carry height; a grasp that does not follow fails), TRANSPORT (over the
+        target; a dropped object fails) and LOWER (to just above the target's surface); None in
+        any other phase."""
+        g = self.gains
         if self.phase is Phase.LIFT:
             _, _, target_top = self._target(step)
             carry = self._carry_z(step, target_top) + dz
@@ -395,7 +412,13 @@ class LiberoExpert:
             if bottom < surface + g.release_height + 0.005 or self._stalled(eef[2]) or timed_out:
                 self._goto(Phase.RELEASE)
             return self._move(goal, slow, None, 1.0)
+        return None
 
+    def _act_release(self, step: PickPlace, obj, eef, fast: float, slow: float, dz: float,
+                     timed_out: bool) -> np.ndarray | None:
+        """RELEASE (open the fingers) and RETREAT (back up, then the same object again after a
+        failed grasp, else the next step of the plan); None in any other phase."""
+        g = self.gains
         if self.phase is Phase.RELEASE:
             if self.phase_steps >= g.open_steps:
                 self._retreat_z = eef[2] + g.hover
@@ -414,7 +437,7 @@ class LiberoExpert:
                     self.retries = 0
                     self._goto(Phase.DONE if self.index >= len(self.plan) else Phase.APPROACH)
             return self._move(goal, fast, None, -1.0)
-        raise AssertionError(self.phase)
+        return None
 
     def _carry_z(self, step: PickPlace, target_top: float) -> float:
         """Grip-site height (m) that keeps the carried object's bottom ``carry_clearance`` above

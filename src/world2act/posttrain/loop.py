@@ -378,10 +378,7 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
 
     Returns the final metrics dict. Raises :class:`World2ActError` on bad components.
     """
-    from collections import deque
-
     from world2act.envs import resolve_tasks
-    from world2act.envs.parallel import VectorEnv
     from world2act.policies.residual import ResidualPolicy
 
     started = time.time()
@@ -404,6 +401,22 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
     targets = build_targets(cfg, wm, bundle, pool, out, size=size, cameras=cameras, chunk_size=K)
 
     # ---- 3. the loop
+    _iterate(cfg, out, rng, task_ids, base, bundle, policy, pool, targets, size, cameras, resume, tracker)
+
+    # ---- 4. artifacts
+    return _save_artifacts(cfg, out, policy, pool, targets, task_ids, started)
+
+
+def _iterate(cfg: PostTrainConfig, out: Path, rng, task_ids: list, base, bundle, policy, pool: dict, targets: dict,
+             size, cameras, resume: bool, tracker: Tracker) -> None:
+    """The post-training iterations (from the checkpoint's when resuming): roll out, align to
+    the targets, update the residual from the replay, append a curve record, checkpoint. One
+    set of simulator workers serves the whole run and is closed at the end."""
+    from collections import deque
+
+    from world2act.envs.parallel import VectorEnv
+
+    K = int(base.chunk_size)
     params = [p for p in policy.residual.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_it = 0
@@ -423,53 +436,17 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
             slots = slot_tasks(task_ids, it, cfg.num_envs, cfg.task_mixing)
             chosen = choose_init_states(rng, pool, slots)
             tgt = [targets[(t, s)] for t, s in zip(slots, chosen)]
-            T_tgt = [int(t["targets"].shape[0]) for t in tgt]
-            if cfg.time_alignment == "events":  # a slower rollout may need more chunks than its target
-                T = min(int(np.ceil(1.5 * max(T_tgt))), budget_chunks, cfg.max_chunks or 10**9)
-            else:
-                T = min(min(T_tgt), budget_chunks, cfg.max_chunks or 10**9)
+            T = _round_chunks(cfg, tgt, budget_chunks)
             if venv is None:  # one set of workers for the whole run; a task switch rebuilds only the simulators
                 venv = VectorEnv(cfg.benchmark, slots, workers=cfg.workers, camera_size=size, cameras=cameras)
             elif list(venv.task_ids) != list(slots):
                 venv.set_tasks(slots)
-            venv.reset([dict(seed=s) for s in chosen])
-            policy.reset()
-            policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
-            with torch_threads(1):  # the simulator workers own the cores during rollouts
-                ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras), relabel=cfg.expert_relabel,
-                             record_inputs=cfg.adapter == "lora")
-            if it == start_it and not policy.state_norm_fitted:
-                policy.fit_state_norm(ro["states"][ro["valid"]])
-            batch = aligned_batch(ro, tgt, slots, task_ids, cfg, T)
-            if ro.get("relabels") is not None:
-                batch.expert_chunks = torch.as_tensor(bundle.normalize_actions(torch.from_numpy(ro["relabels"])),
-                                                      dtype=torch.float32)
-            keep = batch.valid.any(1) & ro["valid"][:, 0]
-            if int(keep.sum()) < 2:
-                log.warning("iteration %d: fewer than 2 rollouts without errors (%s); skipped", it, ro["errors"])
+            ro, batch, keep = _collect_round(cfg, venv, policy, base, bundle, it, start_it, chosen, tgt, slots,
+                                             task_ids, T)
+            if batch is None:
                 continue
-            batch = batch.select(keep)
             replay.appendleft(batch)
-            batches = list(replay)
-            policy.residual.train()
-            m = None
-            if cfg.updates_per_round > 0:  # random stored rounds; the fresh one first, for the curves
-                picks = rng.integers(0, len(batches), size=cfg.updates_per_round - 1).tolist()
-                schedule = [batches[0]] + [batches[i] for i in picks]
-            else:
-                schedule = [b for _ in range(cfg.epochs_per_rollout) for b in batches]
-            for b in schedule:
-                loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
-                                       bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
-                                       contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
-                                       action_space=action_space, action_decoder=bundle.g_a,
-                                       chunk_fn=policy.combined_chunk if cfg.adapter == "lora" else None)
-                m = m or mb  # metrics of the fresh rollouts before this round's updates
-                opt.zero_grad()
-                loss.backward()
-                gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-            policy.residual.eval()
+            m, gn, schedule = _update_round(cfg, rng, list(replay), policy, bundle, params, opt, action_space)
             rec = {"iteration": it, "task": ",".join(dict.fromkeys(str(t) for t in slots)), **m,
                    "grad_norm": float(gn), "chunks": T, "optimizer_steps": len(schedule),
                    "rollout_success_rate": float(ro["success"][keep.numpy()].mean()), "errors": len(ro["errors"]),
@@ -485,7 +462,72 @@ def run(cfg: PostTrainConfig, out: str | Path, *, device: str = "cpu", resume: b
         if venv is not None:
             venv.close()
 
-    # ---- 4. artifacts
+
+def _round_chunks(cfg: PostTrainConfig, tgt: list, budget_chunks: int) -> int:
+    """How many chunks this round's rollouts run: the targets' length (1.5 x the longest with
+    event alignment, since a slower rollout may need more; else the shortest), capped by the
+    step budget and ``max_chunks``."""
+    T_tgt = [int(t["targets"].shape[0]) for t in tgt]
+    if cfg.time_alignment == "events":  # a slower rollout may need more chunks than its target
+        return min(int(np.ceil(1.5 * max(T_tgt))), budget_chunks, cfg.max_chunks or 10**9)
+    return min(min(T_tgt), budget_chunks, cfg.max_chunks or 10**9)
+
+
+def _collect_round(cfg: PostTrainConfig, venv, policy, base, bundle, it: int, start_it: int, chosen, tgt, slots,
+                   task_ids, T: int):
+    """Reset the simulators to the chosen init states, roll the policy out for ``T`` chunks (its
+    noise seeded by the iteration), fit the state normaliser on the first round, and align the
+    rollouts to their targets. Returns ``(ro, batch, keep)``; ``batch`` is ``None`` (the round
+    skipped) when fewer than 2 rollouts ran without errors."""
+    venv.reset([dict(seed=s) for s in chosen])
+    policy.reset()
+    policy.seed(cfg.seed * 100_003 + it)  # flow-matching noise: same rollouts after a resume
+    with torch_threads(1):  # the simulator workers own the cores during rollouts
+        ro = rollout(venv, policy, T, cfg.camera, tuple(base.cameras), relabel=cfg.expert_relabel,
+                     record_inputs=cfg.adapter == "lora")
+    if it == start_it and not policy.state_norm_fitted:
+        policy.fit_state_norm(ro["states"][ro["valid"]])
+    batch = aligned_batch(ro, tgt, slots, task_ids, cfg, T)
+    if ro.get("relabels") is not None:
+        batch.expert_chunks = torch.as_tensor(bundle.normalize_actions(torch.from_numpy(ro["relabels"])),
+                                              dtype=torch.float32)
+    keep = batch.valid.any(1) & ro["valid"][:, 0]
+    if int(keep.sum()) < 2:
+        log.warning("iteration %d: fewer than 2 rollouts without errors (%s); skipped", it, ro["errors"])
+        return ro, None, keep
+    return ro, batch.select(keep), keep
+
+
+def _update_round(cfg: PostTrainConfig, rng, batches: list, policy, bundle, params, opt, action_space):
+    """This round's optimiser steps on the replayed batches (``updates_per_round`` random stored
+    rounds after the fresh one, else ``epochs_per_rollout`` passes). Returns ``(m, gn,
+    schedule)``: the fresh rollouts' metrics before the updates, the last gradient norm, the
+    batches stepped on."""
+    policy.residual.train()
+    m = gn = None
+    if cfg.updates_per_round > 0:  # random stored rounds; the fresh one first, for the curves
+        picks = rng.integers(0, len(batches), size=cfg.updates_per_round - 1).tolist()
+        schedule = [batches[0]] + [batches[i] for i in picks]
+    else:
+        schedule = [b for _ in range(cfg.epochs_per_rollout) for b in batches]
+    for b in schedule:
+        loss, mb = stage2_step(policy.residual, bundle.f_a, b, policy.state_norm(), tau=cfg.tau,
+                               bidirectional=cfg.bidirectional, delta_l2=cfg.delta_l2,
+                               contrast=cfg.contrast, temporal_negatives=cfg.temporal_negatives,
+                               action_space=action_space, action_decoder=bundle.g_a,
+                               chunk_fn=policy.combined_chunk if cfg.adapter == "lora" else None)
+        m = m or mb  # metrics of the fresh rollouts before this round's updates
+        opt.zero_grad()
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+    policy.residual.eval()
+    return m, gn, schedule
+
+
+def _save_artifacts(cfg: PostTrainConfig, out: Path, policy, pool: dict, targets: dict, task_ids: list,
+                    started: float) -> dict:
+    """Save the policy folder, the curves plot, ``metrics.json`` and the manifest; returns the metrics."""
     curves = [json.loads(line) for line in (out / CURVES).read_text().splitlines()] if (out / CURVES).exists() else []
     policy.save(out / "policy", base_source=cfg.policy)
     plot_curves(curves, out / "curves.png")

@@ -176,8 +176,27 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         much of the way to the expert the target itself says, read through Stage 1's decoder).
     """
     N, T = batch.valid.shape
-    K, A = batch.base_chunks.shape[-2:]
     flat_valid = batch.valid.reshape(-1)
+    base, delta, combined = _combined_chunk(residual, batch, state_norm, action_space, chunk_fn)
+    emb = action_adapter(combined).reshape(N, T, -1)
+    sim = masked_chunkwise_cosine(batch.targets, emb, batch.valid)
+    infonce = _contrast_loss(contrast, batch, emb, sim, combined, tau=tau, bidirectional=bidirectional,
+                             temporal_negatives=temporal_negatives, action_decoder=action_decoder)
+    loss = infonce
+    if delta_l2 > 0:
+        loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
+    metrics = _step_metrics(batch, loss, infonce, sim, delta)
+    if batch.expert_chunks is not None and flat_valid.any():
+        _expert_metrics(metrics, batch, infonce, base, delta, combined, action_space, action_decoder)
+    return loss, metrics
+
+
+def _combined_chunk(residual, batch: RolloutBatch, state_norm, action_space, chunk_fn):
+    """The residual's (or ``chunk_fn``'s) correction of the base chunks and the combined chunk
+    f_a sees (through ``action_space``, else clamped to ±3). Returns ``(base, delta, combined)``,
+    each ``[N·T, K, A]``."""
+    N, T = batch.valid.shape
+    K, A = batch.base_chunks.shape[-2:]
     img = batch.images.reshape(N * T, *batch.images.shape[2:])
     st = (batch.states.reshape(N * T, -1) - state_norm[0]) / state_norm[1]
     base = batch.base_chunks.reshape(N * T, K, A)
@@ -186,8 +205,14 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
     else:  # LoRA inside the base: its re-sampled chunk, as a Δa relative to the frozen base's chunk
         delta = chunk_fn(batch).reshape(N * T, K, A) - base
     combined = action_space(base + delta) if action_space is not None else (base + delta).clamp(-3.0, 3.0)
-    emb = action_adapter(combined).reshape(N, T, -1)
-    sim = masked_chunkwise_cosine(batch.targets, emb, batch.valid)
+    return base, delta, combined
+
+
+def _contrast_loss(contrast: str, batch: RolloutBatch, emb, sim, combined, *, tau: float, bidirectional: bool,
+                   temporal_negatives: bool, action_decoder) -> torch.Tensor:
+    """The objective named by ``contrast`` (see :func:`stage2_step`), before ``delta_l2``."""
+    N, T = batch.valid.shape
+    K, A = batch.base_chunks.shape[-2:]
     if contrast == "chunk":
         infonce = chunk_infonce(batch.targets, emb, batch.valid, tau, bidirectional, temporal_negatives)
     elif contrast == "sequence":
@@ -209,39 +234,53 @@ def stage2_step(residual: torch.nn.Module, action_adapter: torch.nn.Module, batc
         infonce = err[batch.valid].mean() if batch.valid.any() else emb.sum() * 0.0
     else:
         raise ValueError(f"contrast must be 'sequence', 'chunk', 'cosine', 'decoded' or 'expert', got {contrast!r}")
-    loss = infonce
-    if delta_l2 > 0:
-        loss = loss + delta_l2 * (delta[flat_valid] ** 2).mean()
+    return infonce
+
+
+@torch.no_grad()
+def _step_metrics(batch: RolloutBatch, loss, infonce, sim, delta) -> dict[str, float]:
+    """``loss``, ``infonce``, ``pos_cos``, ``neg_cos``, ``delta_abs`` and (with ``batch.groups``)
+    ``neg_cos_same_task``."""
+    N = batch.valid.shape[0]
+    flat_valid = batch.valid.reshape(-1)
+    eye = torch.eye(N, dtype=torch.bool, device=sim.device)
+    metrics = {
+        "loss": float(loss),
+        "infonce": float(infonce),
+        "pos_cos": float(sim[eye].mean()),
+        "neg_cos": float(sim[~eye].mean()) if N > 1 else float("nan"),
+        "delta_abs": float(delta[flat_valid].abs().mean()) if flat_valid.any() else 0.0,
+    }
+    if batch.groups is not None:
+        same = (batch.groups[:, None] == batch.groups[None, :]) & ~eye
+        metrics["neg_cos_same_task"] = float(sim[same].mean()) if same.any() else float("nan")
+    return metrics
+
+
+def _expert_metrics(metrics: dict, batch: RolloutBatch, infonce, base, delta, combined, action_space,
+                    action_decoder) -> None:
+    """Add the expert diagnostics to ``metrics`` (``grad_toward_expert`` when the chunk carries a
+    gradient, ``expert_err_base``, ``expert_err``, ``toward_expert``, and with ``action_decoder``
+    ``decoded_err`` / ``decoded_toward_expert``); see :func:`stage2_step`."""
+    N, T = batch.valid.shape
+    K, A = batch.base_chunks.shape[-2:]
+    flat_valid = batch.valid.reshape(-1)
+    exp = batch.expert_chunks.reshape(N * T, K, A)[flat_valid]
+    if combined.requires_grad:  # where the objective pushes the executed chunk, vs where the expert is
+        (g,) = torch.autograd.grad(infonce, combined, retain_graph=True)
+        g = -g[flat_valid].flatten(1)
+        keep = g.norm(dim=1) > 0
+        metrics["grad_toward_expert"] = (float(F.cosine_similarity(g[keep], (exp - combined.detach()[flat_valid])
+                                                                  .flatten(1)[keep], dim=1).mean())
+                                         if keep.any() else float("nan"))
     with torch.no_grad():
-        eye = torch.eye(N, dtype=torch.bool, device=sim.device)
-        metrics = {
-            "loss": float(loss),
-            "infonce": float(infonce),
-            "pos_cos": float(sim[eye].mean()),
-            "neg_cos": float(sim[~eye].mean()) if N > 1 else float("nan"),
-            "delta_abs": float(delta[flat_valid].abs().mean()) if flat_valid.any() else 0.0,
-        }
-        if batch.groups is not None:
-            same = (batch.groups[:, None] == batch.groups[None, :]) & ~eye
-            metrics["neg_cos_same_task"] = float(sim[same].mean()) if same.any() else float("nan")
-    if batch.expert_chunks is not None and flat_valid.any():
-        exp = batch.expert_chunks.reshape(N * T, K, A)[flat_valid]
-        if combined.requires_grad:  # where the objective pushes the executed chunk, vs where the expert is
-            (g,) = torch.autograd.grad(infonce, combined, retain_graph=True)
-            g = -g[flat_valid].flatten(1)
-            keep = g.norm(dim=1) > 0
-            metrics["grad_toward_expert"] = (float(F.cosine_similarity(g[keep], (exp - combined.detach()[flat_valid])
-                                                                      .flatten(1)[keep], dim=1).mean())
-                                             if keep.any() else float("nan"))
-        with torch.no_grad():
-            b = (action_space(base) if action_space is not None else base)[flat_valid]
-            c, d = combined.detach()[flat_valid], delta.detach()[flat_valid]
-            metrics["expert_err_base"] = float((b - exp).abs().mean())
-            metrics["expert_err"] = float((c - exp).abs().mean())
-            metrics["toward_expert"] = float(F.cosine_similarity(d.flatten(1), (exp - b).flatten(1), dim=1).mean())
-            if action_decoder is not None:
-                dec = action_decoder(batch.targets.reshape(N * T, -1)[flat_valid])
-                metrics["decoded_err"] = float((dec - exp).abs().mean())
-                metrics["decoded_toward_expert"] = float(F.cosine_similarity((dec - b).flatten(1), (exp - b).flatten(1),
-                                                                             dim=1).mean())
-    return loss, metrics
+        b = (action_space(base) if action_space is not None else base)[flat_valid]
+        c, d = combined.detach()[flat_valid], delta.detach()[flat_valid]
+        metrics["expert_err_base"] = float((b - exp).abs().mean())
+        metrics["expert_err"] = float((c - exp).abs().mean())
+        metrics["toward_expert"] = float(F.cosine_similarity(d.flatten(1), (exp - b).flatten(1), dim=1).mean())
+        if action_decoder is not None:
+            dec = action_decoder(batch.targets.reshape(N * T, -1)[flat_valid])
+            metrics["decoded_err"] = float((dec - exp).abs().mean())
+            metrics["decoded_toward_expert"] = float(F.cosine_similarity((dec - b).flatten(1), (exp - b).flatten(1),
+                                                                         dim=1).mean())
