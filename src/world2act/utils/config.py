@@ -57,7 +57,8 @@ def add_config_arguments(parser: Any, cls: type) -> None:
         if tp is bool:
             kw["action"] = "store_false" if flags[0].startswith("--no-") else "store_true"
         else:
-            scalar = [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
+            is_list = typing.get_origin(tp) in (list, tuple)  # "a,b,c": split and typed by from_dict
+            scalar = [] if is_list else [a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)]
             kw["type"] = scalar[0] if len(scalar) == 1 and scalar[0] in (int, float) else str
             choices = md["choices"]
             if isinstance(choices, str):  # "module:NAME", imported only now
