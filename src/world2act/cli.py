@@ -62,9 +62,12 @@ def _add_shared(p: argparse.ArgumentParser, run_options=()) -> None:
     g.add_argument("--config", help="YAML file with config values (overridden by options and key=value overrides)")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     for name in run_options:
-        from world2act.utils.tracking import BACKENDS
+        extra = {}
+        if name == "log_with":
+            from world2act.utils.tracking import BACKENDS
 
-        g.add_argument("--" + name.replace("_", "-"), **RUN_OPTIONS[name], **({"choices": BACKENDS} if name == "log_with" else {}))
+            extra = {"choices": BACKENDS}
+        g.add_argument("--" + name.replace("_", "-"), **RUN_OPTIONS[name], **extra)
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted config overrides applied last, e.g. train.lr=3e-4")
 

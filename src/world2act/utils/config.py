@@ -48,11 +48,16 @@ def cli_fields(cls: type, prefix: str = ""):
             yield prefix + f.name, f, hints[f.name]
 
 
+def _flag(f: dataclasses.Field) -> str:
+    """The option spelling of an :func:`opt` field: its ``flag`` or ``--field-name``."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
 def add_config_arguments(parser: Any, cls: type) -> None:
     """Add one argparse option per :func:`opt` field of ``cls`` (default None = not given)."""
     for dest, f, tp in cli_fields(cls):
         md = f.metadata
-        flags = [md["flag"] or "--" + f.name.replace("_", "-"), *md["aliases"]]
+        flags = [_flag(f), *md["aliases"]]
         kw: dict[str, Any] = {"dest": dest, "default": None, "help": md["help"]}
         if tp is bool:
             kw["action"] = "store_false" if flags[0].startswith("--no-") else "store_true"
@@ -83,8 +88,7 @@ def config_from_args(cls: type[T], args: Any, overrides: list[str] | None = None
                       else overrides, **given)
     for dest, f, _ in cli_fields(cls):
         if f.metadata["required"] and getattr(cfg, dest) in ("", None, [], ()):  # required fields are top-level
-            flag = f.metadata["flag"] or "--" + f.name.replace("_", "-")
-            raise World2ActError(f"{where or cls.__name__}: {flag} is required (or {dest}: in --config)")
+            raise World2ActError(f"{where or cls.__name__}: {_flag(f)} is required (or {dest}: in --config)")
     return cfg
 
 
