@@ -5,6 +5,8 @@ hand-written parsers (before the generator) still parses."""
 import functools
 import importlib
 import operator
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -39,6 +41,9 @@ CASES = {
     "serve": ({"policy": "p"}, ["--port", "0"], "threads=2", {"policy": "p", "port": 0, "threads": 2, "warmup": True}),
     "pipeline": ({"preset": "smoke"}, ["--parallel", "1"], "only=demos",
                  {"preset": "smoke", "parallel": 1, "only": ["demos"], "seed": 3}),
+    "wm-compare": ({"skill_wm": "s", "demos": "d", "skills": "k"}, ["--base-wm", "b", "--episodes", "2"], "steps=4",
+                   {"skill_wm": "s", "base_wm": "b", "episodes": 2, "steps": 4, "seed": 3}),
+    "report": ({"preset": "quick"}, [], "preset=smoke", {"preset": "smoke"}),
 }
 
 
@@ -103,6 +108,8 @@ OLD_FLAGS = {
                   "--overwrite --log-with",
     "train-wm": "--clips --dataset --model --pretrained --steps --vae --vae-steps --resume --overwrite --log-with",
     "wm-eval": "--dataset --episodes --steps --strips --wm --overwrite",
+    "wm-compare": "--skill-wm --base-wm --demos --skills --episodes --steps --seed",  # was python -m ...worldmodel.compare
+    "report": "--preset",  # was python -m world2act.report OUT
 }
 
 
@@ -112,3 +119,14 @@ def test_every_old_flag_spelling_still_exists(command):
     have = functools.reduce(operator.or_, (set(a.option_strings) for a in parser._actions))
     want = set(OLD_FLAGS[command].split()) | {"--out", "--seed", "--device", "--config", "--verbose"}
     assert want <= have, sorted(want - have)
+
+
+@pytest.mark.parametrize("argv, err", [
+    (["world2act.report", "/no/such/run"], "report: --out /no/such/run is not a pipeline folder"),
+    (["world2act.worldmodel.compare", "--demos", "d", "--out", "o"], "wm-compare: --skill-wm is required"),
+])
+def test_pre_registry_module_spellings_still_route_through_the_cli(argv, err):
+    """``python -m world2act.report OUT`` and ``python -m world2act.worldmodel.compare ...`` (the
+    spellings before ``world2act report`` / ``wm-compare``) parse with the registry's options."""
+    r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and err in r.stderr

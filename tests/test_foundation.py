@@ -83,7 +83,7 @@ def test_manifest_roundtrip(tmp_path):
 def test_cli_lists_every_contract_command(capsys):
     assert set(COMMANDS) == {"collect", "segment", "train-wm", "imagine", "train-base", "align",
                              "post-train", "dreamgen", "diagnose", "wm-eval", "eval", "eval-compare", "compare", "serve",
-                             "pipeline"}
+                             "pipeline", "wm-compare", "report"}
     assert main([]) == 0
     out = capsys.readouterr().out
     for name in COMMANDS:

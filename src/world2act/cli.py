@@ -42,7 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "run a comparison grid (base / world2act / dreamgen cells) on the same episodes, paired with base"),
     "serve": ("world2act.policies.serve",
               "serve a policy folder over Isaac-GR00T's ZeroMQ policy protocol (clients: --policy remote://HOST:PORT)"),
+    "wm-compare": ("world2act.worldmodel.compare",
+                   "Skill-WM vs Base-WM on held-out multi-skill demos: PSNR/SSIM against repeat-first, frame strips"),
     "pipeline": ("world2act.pipeline", "run every stage end to end and write report.md"),
+    "report": ("world2act.report", "(re)write report.md / summary.json of an existing pipeline folder"),
 }
 
 

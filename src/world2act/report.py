@@ -24,6 +24,7 @@ report. Figures drawn here go to ``OUT/report_figures/``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,8 +32,10 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from world2act import World2ActError
 from world2act.evaluation.report import paired_figures, paired_table
 from world2act.evaluation.stats import VERDICT_RULE, episode_records, format_p, paired_comparison, paired_verdict
+from world2act.utils.config import opt
 from world2act.utils.io import atomic_path, atomic_write, write_json
 from world2act.utils.manifest import git_revision, versions
 
@@ -572,26 +575,41 @@ def write_report(out: Path, *, preset: str, preset_meta: dict, timings: dict) ->
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m world2act.report OUT [--preset NAME]``: (re)write the report of an existing
-    pipeline folder (stage wall times from each stage's ``pipeline_stage.json``)."""
-    import argparse
+@dataclasses.dataclass
+class ReportConfig:
+    """Configuration of ``world2act report``: (re)write ``report.md`` / ``summary.json`` of an
+    existing pipeline folder (``--out``), stage wall times from each stage's ``pipeline_stage.json``.
 
-    ap = argparse.ArgumentParser(description="(re)write report.md / summary.json of a pipeline folder")
-    ap.add_argument("out")
-    ap.add_argument("--preset", default=None)
-    a = ap.parse_args(argv)
-    out = Path(a.out)
+    Attributes:
+        preset: the preset named in the report (default: the one the folder's ``summary.json`` records).
+    """
+
+    preset: str = opt("", "preset named in the report (default: the one summary.json records)")
+
+
+Config, RUN_OPTIONS = ReportConfig, ()
+
+
+def main(cfg: ReportConfig, args) -> int:
+    """``world2act report --out DIR``: rewrite the report of a pipeline folder."""
+    out = Path(args.out)
+    if not out.is_dir():
+        raise World2ActError(f"report: --out {out} is not a pipeline folder")
     timings = {}
     for stamp in sorted(out.glob("*/pipeline_stage.json")):
-        s = _load(stamp) or {}
-        timings[stamp.parent.name] = {"status": "ran", "wall_s": s.get("wall_s")}
+        timings[stamp.parent.name] = {"status": "ran", "wall_s": (_load(stamp) or {}).get("wall_s")}
     old = _load(out / "summary.json") or {}
-    preset = a.preset or old.get("preset") or "unknown"
-    write_report(out, preset=preset, preset_meta=old.get("preset_meta") or {}, timings=timings)
+    write_report(out, preset=cfg.preset or old.get("preset") or "unknown", preset_meta=old.get("preset_meta") or {},
+                 timings=timings)
     print(out / "report.md")
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # ``python -m world2act.report OUT [--preset NAME]``, kept for one release
+    import sys
+
+    from world2act.cli import main as cli_main
+
+    argv = sys.argv[1:]
+    raise SystemExit(cli_main(["report", *(["--out", argv[0], *argv[1:]] if argv and not argv[0].startswith("-")
+                                            else argv)]))
