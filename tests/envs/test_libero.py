@@ -119,3 +119,36 @@ def test_render_segmentation_marks_the_robot(env):
               for g in np.flatnonzero(env.robot_geoms())}
     assert bodies and all(b.startswith(("robot0_", "gripper0_")) for b in bodies)
     assert "gripper0_right_gripper" in bodies
+
+
+def test_expert_chunk_leaves_no_trace_and_matches_the_closed_loop_expert():
+    """A look-ahead relabel query (Stage 2's DAgger oracle) restores everything the next steps
+    depend on — the controller's goal, the gripper command, the observables' sampling clocks,
+    not only the MuJoCo state — so a rollout with queries is bit-identical to one without, and
+    the returned chunk, executed open loop, is what the expert does closed loop from there."""
+    from world2act.envs import make_env
+    from world2act.experts import make_expert
+
+    env, ref = (make_env("libero_object", 0, camera_size=(32, 32), cameras=("agentview",)) for _ in range(2))
+    try:
+        for e in (env, ref):
+            e.reset(seed=5)
+        push = np.array([0.3, 0.1, -0.2, 0, 0, 0, -1.0], np.float32)
+        for i in range(8):
+            if i % 3 == 0:
+                env.expert_chunk(8)
+            env.step(push)
+            ref.step(push)
+        np.testing.assert_array_equal(env.get_sim_state(), ref.get_sim_state())
+        np.testing.assert_array_equal(env.proprio(), ref.proprio())
+        chunk = env.expert_chunk(8)
+        assert chunk.shape == (8, 7) and np.abs(chunk).max() <= 1.0
+        expert = make_expert(ref)
+        expert.reset()  # as expert_chunk does (the jitter draw)
+        for a in chunk:
+            env.step(a)
+            ref.step(np.asarray(expert.act(), np.float32))
+        np.testing.assert_array_equal(env.get_sim_state(), ref.get_sim_state())
+    finally:
+        env.close()
+        ref.close()

@@ -175,6 +175,10 @@ def _check_task(suite: str, task_id: int) -> None:
         raise World2ActError(f"unknown task id {task_id!r} for {suite}; valid: 0..{n - 1}")
 
 
+_OBSERVABLE_STATE = ("_time_since_last_sample", "_current_delay", "_current_observed_value", "_sampled")
+"""Per-step state of a robosuite ``Observable`` (its sampling clock and last reading), for :meth:`LiberoEnv.snapshot`."""
+
+
 class LiberoEnv(ManipulationEnv):
     """One LIBERO task as a :class:`ManipulationEnv` (no per-step rendering).
 
@@ -469,6 +473,46 @@ class LiberoEnv(ManipulationEnv):
                 self.sim.model.body_quat[b] = p[3:]
         with _quiet():
             self._obs = self.env.set_init_state(state[:n0])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the next steps depend on (:meth:`ManipulationEnv.snapshot`): the MuJoCo
+        state and fixtures, the controls, activations and solver warm start, each robot's
+        operational-space controller state (goal pose, cached kinematics), gripper command (robosuite
+        moves the fingers' command toward the action at a limited speed, so it carries over between
+        steps) and torques, the environment's step counter, the last observation and the observables'
+        sampling clocks. :meth:`get_sim_state` alone
+        holds none of these, so a look-ahead query (:meth:`expert_chunk`) restored with it would
+        change the next steps."""
+        import copy
+
+        self._check_open()
+        inner, d = self.env.env, self.sim.data
+        robots = [({k: copy.deepcopy(v) for k, v in vars(r.controller).items()
+                    if isinstance(v, (np.ndarray, float, int, bool))},
+                   np.array(r.gripper.current_action, copy=True), np.array(r.torques, copy=True)) for r in inner.robots]
+        return {"sim": self.get_sim_state(), "ctrl": np.array(d.ctrl), "act": np.array(d.act),
+                "qacc_warmstart": np.array(d.qacc_warmstart), "robots": robots,
+                "env": (inner.timestep, inner.cur_time, inner.done), "obs": copy.deepcopy(self._obs),
+                "observables": {name: {k: copy.deepcopy(v) for k, v in vars(ob).items() if k in _OBSERVABLE_STATE}
+                                for name, ob in inner._observables.items()}}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` exactly (the next step behaves as if nothing happened)."""
+        import copy
+
+        self.set_sim_state(snap["sim"])
+        inner, d = self.env.env, self.sim.data
+        d.ctrl[:], d.qacc_warmstart[:] = snap["ctrl"], snap["qacc_warmstart"]
+        if len(snap["act"]):
+            d.act[:] = snap["act"]
+        for r, (ctrl_state, grip, torques) in zip(inner.robots, snap["robots"]):
+            vars(r.controller).update(copy.deepcopy(ctrl_state))
+            r.gripper.current_action = np.array(grip, copy=True)
+            r.torques = np.array(torques, copy=True)
+        inner.timestep, inner.cur_time, inner.done = snap["env"]
+        for name, state in snap["observables"].items():  # sampling clocks: which sub-step the next reading is from
+            vars(inner._observables[name]).update(copy.deepcopy(state))
+        self._obs = copy.deepcopy(snap["obs"])  # the step's own observation (a forced re-read differs by ~1 mm)
 
     def privileged(self) -> dict[str, Any]:
         """Privileged state for scripted experts.
