@@ -121,6 +121,11 @@ def fit(args) -> None:
     elif args.labels != "relabel":  # trajectory-level labels: what imagined targets can carry, at best
         exp, ok = trajectory_labels(args, bundle, st, cat("task"), seed, valid)
         valid = valid & ok
+    if args.label_clip > 0:  # LIBERO: off-demo states make the expert rotate, in units the demos' tiny std blows up
+        n_out = int((exp[valid].abs() > args.label_clip).sum())
+        exp = exp.clamp(-args.label_clip, args.label_clip)
+        print(f"label clip ±{args.label_clip}: {n_out} of {int(valid.sum()) * exp.shape[-2] * exp.shape[-1]} label entries clipped",
+              flush=True)
     policy.fit_state_norm(st[valid & ~held[:, None]])
     m, s = policy.state_norm()
     space = executed_action_space(bundle)
@@ -258,6 +263,8 @@ def main() -> None:
                         "relabel_latent_delta: base + g_a(f_a(chunk)) - g_a(f_a(base)) (the latent target read as a correction); "
                         "trajectory: the same-init "
                         "expert trajectory's aligned chunk; decoded: g_a of its aligned target embedding (needs --targets-dir)")
+    f.add_argument("--label-clip", type=float, default=0.0,
+                   help="clamp the labels to ±C normalised units (0 = off; LIBERO: 3, as f_a's input is clamped)")
     f.add_argument("--targets-dir", default="", help="a post-train run's demo_targets/ folder (targets=demo cache)")
     f.add_argument("--tasks", default="", help="the collect run's --tasks (for --labels trajectory/decoded)")
     f.add_argument("--gripper-state-dim", type=int, default=3, help="proprioception index of the gripper width")
