@@ -152,3 +152,27 @@ def test_expert_chunk_leaves_no_trace_and_matches_the_closed_loop_expert():
     finally:
         env.close()
         ref.close()
+
+
+def test_closing_one_env_leaves_the_others_rendering():
+    """``VectorEnv.set_tasks`` closes and rebuilds envs in a worker that hosts several: closing an
+    env must free only its own GL objects. Before the fix, MuJoCo freed them in the context
+    current at the time — the newest env's — which then rendered garbage (mean error 92/255)
+    while its state was right."""
+    from world2act.envs import make_env
+
+    cams = ("agentview", "wrist")
+    old = [make_env("libero_object", 0, camera_size=(32, 32), cameras=cams) for _ in range(2)]
+    old[0].close()
+    new = make_env("libero_object", 1, camera_size=(32, 32), cameras=cams)
+    old[1].close()  # the set_tasks order: close 0, build 0', close 1, ...
+    ref = make_env("libero_object", 1, camera_size=(32, 32), cameras=cams)
+    try:
+        for e in (new, ref):
+            e.reset(seed=3)
+        a, b = new.observe(cams, (32, 32)), ref.observe(cams, (32, 32))
+        for c in cams:
+            np.testing.assert_array_equal(a[f"observation.images.{c}"], b[f"observation.images.{c}"])
+    finally:
+        new.close()
+        ref.close()

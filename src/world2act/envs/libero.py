@@ -545,6 +545,12 @@ class LiberoEnv(ManipulationEnv):
             return
         self._closed = True
         try:
+            # MuJoCo frees this env's GL objects (textures, buffers) in whichever context is current; with
+            # several envs in one process that may be another env's, whose objects then vanish (it renders
+            # garbage). Make this env's own context current first.
+            ctx = getattr(self.sim, "_render_context_offscreen", None)
+            if ctx is not None:
+                ctx.gl_ctx.make_current()
             self.env.close()
         except Exception:  # noqa: BLE001 - EGL teardown noise at close is harmless
             pass
