@@ -96,6 +96,17 @@ def collect(args) -> None:
     print(f"saved {args.out}: {data['images'].shape[0]} rollouts, success {data['success'].float().mean():.3f}")
 
 
+def chunk_errors(space, base: torch.Tensor, delta: torch.Tensor, expert: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-chunk distances to the expert's chunk, ``[B]`` each: mean |·| per element (normalised
+    units, executed action space ``space``) of base − expert (``expert_err_base``) and of
+    base + Δa − expert (``expert_err``), the same for the last (gripper) dimension, and the cosine
+    between Δa and expert − base (``toward_expert``). ``base``, ``delta``, ``expert``: ``[B, K, A]``."""
+    bb, rr = space(base), space(base + delta)
+    return {"expert_err_base": (bb - expert).abs().mean((1, 2)), "expert_err": (rr - expert).abs().mean((1, 2)),
+            "gripper_err_base": (bb - expert)[..., -1].abs().mean(1), "gripper_err": (rr - expert)[..., -1].abs().mean(1),
+            "toward_expert": torch.nn.functional.cosine_similarity(delta.flatten(1), (expert - bb).flatten(1), dim=1)}
+
+
 def fit(args) -> None:
     from world2act.policies.residual import ResidualPolicy
     from world2act.posttrain.loop import executed_action_space
@@ -144,17 +155,14 @@ def fit(args) -> None:
         if len(idx) == 0:
             return {}
         net.eval()
-        e_b, e_r, tow = [], [], []
+        parts: dict[str, list] = {k: [] for k in ("expert_err_base", "expert_err", "toward_expert")}
         for i in range(0, len(idx), 512):
             im, ss, b, e = batch(idx[i:i + 512])
-            d = net(im, ss, b)
-            bb = space(b)
-            e_b.append((bb - e).abs().mean((1, 2)))
-            e_r.append((space(b + d) - e).abs().mean((1, 2)))
-            tow.append(torch.nn.functional.cosine_similarity(d.flatten(1), (e - bb).flatten(1), dim=1))
+            for k, v in chunk_errors(space, b, net(im, ss, b), e).items():
+                if k in parts:
+                    parts[k].append(v)
         net.train()
-        return {"expert_err_base": float(torch.cat(e_b).mean()), "expert_err": float(torch.cat(e_r).mean()),
-                "toward_expert": float(torch.cat(tow).nan_to_num().mean())}
+        return {k: float(torch.cat(v).nan_to_num().mean()) for k, v in parts.items()}
 
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.time()

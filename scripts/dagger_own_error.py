@@ -22,6 +22,8 @@ def main() -> None:
     from world2act.policies.residual import ResidualPolicy
     from world2act.posttrain.loop import executed_action_space
 
+    from dagger_oracle import chunk_errors  # this folder's script
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--align", required=True, help="Stage 1 folder (its action normaliser)")
     ap.add_argument("--benchmark", default="metaworld")
@@ -36,19 +38,14 @@ def main() -> None:
         net, (m, s) = pol.residual.eval(), pol.state_norm()
         d = load_file(data)
         idx = d["valid"].bool().nonzero()
-        parts: dict[str, list] = {k: [] for k in ("expert_err_base", "expert_err", "gripper_err_base", "gripper_err",
-                                                  "toward_expert")}
+        parts: dict[str, list] = {}
         with torch.no_grad():
             for i in range(0, len(idx), 512):
                 n, t = idx[i:i + 512, 0], idx[i:i + 512, 1]
                 b, e = d["base_chunks"][n, t], d["relabels"][n, t]
                 delta = net(d["images"][n, t].float() / 255, (d["states"][n, t] - m) / s, b)
-                bb, rr = space(b), space(b + delta)
-                parts["expert_err_base"].append((bb - e).abs().mean((1, 2)))
-                parts["expert_err"].append((rr - e).abs().mean((1, 2)))
-                parts["gripper_err_base"].append((bb - e)[..., -1].abs().mean(1))
-                parts["gripper_err"].append((rr - e)[..., -1].abs().mean(1))
-                parts["toward_expert"].append(torch.nn.functional.cosine_similarity(delta.flatten(1), (e - bb).flatten(1), dim=1))
+                for k, v in chunk_errors(space, b, delta, e).items():
+                    parts.setdefault(k, []).append(v)
         print(json.dumps({"policy": pol_dir, "data": data, "chunks": len(idx)}
                          | {k: round(float(torch.cat(v).nan_to_num().mean()), 3) for k, v in parts.items()}))
 

@@ -5,8 +5,9 @@
 
 Found the LIBERO set_tasks rendering bug (docs/results.md): 20/32 in evaluation vs 9/32 in rollout() before the fix.
 """
-import json, sys, time
-import numpy as np, torch
+import json
+import time
+
 from world2act.align import AlignmentBundle
 from world2act.envs.parallel import VectorEnv
 from world2act.policies.io import load_policy
