@@ -358,6 +358,13 @@ class LiberoEnv(ManipulationEnv):
         q = self._observation()["robot0_gripper_qpos"]
         return float(q[0] - q[1])
 
+    def _make_context_current(self) -> None:
+        """Make this env's offscreen GL context current (if it has one yet): with several LIBERO envs in
+        one process, robosuite renders into, and MuJoCo frees objects of, whichever was made current last."""
+        ctx = getattr(self.sim, "_render_context_offscreen", None)
+        if ctx is not None:
+            ctx.gl_ctx.make_current()
+
     def render(self, cameras: tuple[str, ...] | list[str], size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
         """Render cameras at ``size=(H, W)`` (default ``camera_size``) -> uint8 ``[H, W, 3]`` upright.
 
@@ -369,9 +376,7 @@ class LiberoEnv(ManipulationEnv):
             cameras = (cameras,)
         self._check_cameras(cameras)
         h, w = size if size is not None else self.camera_size
-        ctx = getattr(self.sim, "_render_context_offscreen", None)
-        if ctx is not None:  # with several LIBERO envs in one process, robosuite renders into whichever
-            ctx.gl_ctx.make_current()  # GL context was made current last: make this env's current
+        self._make_context_current()
         out = {}
         for cam in cameras:
             img = self.sim.render(camera_name=CAMERA_NAMES[cam], width=int(w), height=int(h))
@@ -548,9 +553,7 @@ class LiberoEnv(ManipulationEnv):
             # MuJoCo frees this env's GL objects (textures, buffers) in whichever context is current; with
             # several envs in one process that may be another env's, whose objects then vanish (it renders
             # garbage). Make this env's own context current first.
-            ctx = getattr(self.sim, "_render_context_offscreen", None)
-            if ctx is not None:
-                ctx.gl_ctx.make_current()
+            self._make_context_current()
             self.env.close()
         except Exception:  # noqa: BLE001 - EGL teardown noise at close is harmless
             pass
