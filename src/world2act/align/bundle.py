@@ -78,16 +78,14 @@ class AdapterConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = CONFIG) -> "AdapterConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names - {"format"}
-        if unknown:
-            raise World2ActError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(names)}")
-        kw = {k: v for k, v in d.items() if k in names}
-        if "latent_size" in kw:
-            kw["latent_size"] = tuple(int(x) for x in kw["latent_size"])
-        if "cameras" in kw:
-            kw["cameras"] = tuple(kw["cameras"])
-        return cls(**kw)
+        """Build from ``adapters.json``'s dict (a ``format`` key is ignored; JSON lists become tuples).
+
+        Raises:
+            World2ActError: an unknown key (listing the valid ones) or a bad value, naming ``where``.
+        """
+        from world2act.utils.config import from_dict
+
+        return from_dict(cls, {k: v for k, v in d.items() if k != "format"}, where)
 
 
 class AlignmentBundle(nn.Module):

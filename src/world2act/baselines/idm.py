@@ -34,6 +34,7 @@ from torch import nn
 
 from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
+from world2act.utils.config import from_dict as config_from_dict
 from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,12 @@ class IDMConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = CONFIG_FILE) -> "IDMConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise World2ActError(f"{where}: unknown key(s) {sorted(unknown)} for an IDM; valid: {sorted(fields)}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise World2ActError(f"{where}: {e}") from None
+        """Build from ``config.json``'s dict (types coerced: JSON lists become tuples).
+
+        Raises:
+            World2ActError: an unknown key (listing the valid ones) or a bad value, naming ``where``.
+        """
+        return config_from_dict(cls, d, where)
 
 
 @dataclasses.dataclass

@@ -39,6 +39,7 @@ from world2act.envs.registry import benchmark_spec
 from world2act.policies.base import Policy, check_obs
 from world2act.policies.normalizer import FILENAME as NORMALIZER_FILE
 from world2act.policies.normalizer import Normalizer
+from world2act.utils.config import from_dict as config_from_dict
 
 TYPE = "flow"
 MODEL_FILE = "model.safetensors"
@@ -98,14 +99,12 @@ class FlowPolicyConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = CONFIG_FILE) -> "FlowPolicyConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields
-        if unknown:
-            raise World2ActError(f"{where}: unknown key(s) {sorted(unknown)} for a flow policy; valid: {sorted(fields)}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise World2ActError(f"{where}: {e}") from None
+        """Build from ``config.json``'s dict (types coerced: JSON lists become tuples).
+
+        Raises:
+            World2ActError: an unknown key (listing the valid ones) or a bad value, naming ``where``.
+        """
+        return config_from_dict(cls, d, where)
 
 
 # ---------------------------------------------------------------------------- network

@@ -141,7 +141,7 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass ``cls`` from a (possibly nested) dict, coercing types.
 
     Raises:
-        World2ActError: an unknown key (the message lists the valid ones) or a bad value.
+        World2ActError: an unknown key (the message lists the valid ones) a bad value or a missing required field.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -149,7 +149,10 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise World2ActError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(fields)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise World2ActError(f"{where}: {e}") from None
 
 
 def apply_overrides(config: T, overrides: list[str], where: str = "override") -> T:

@@ -134,11 +134,14 @@ class WorldModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise World2ActError(f"world-model config: unknown key(s) {sorted(unknown)}")
-        return cls(**d)
+        """Build from a checkpoint's or preset's dict (types coerced: JSON lists become tuples).
+
+        Raises:
+            World2ActError: an unknown key (listing the valid ones) or a bad value.
+        """
+        from world2act.utils.config import from_dict
+
+        return from_dict(cls, d, "world-model config")
 
 
 PRESETS: dict[str, dict] = {
