@@ -46,7 +46,7 @@ def test_flow_matching_loss_weights_the_error_on_moving_latents(monkeypatch):
     def loss_with_error_at(pos, mw):
         err = torch.zeros_like(x0)
         err[:, :, 1:, pos[0], pos[1]] = 1.0  # a unit velocity error at one position, every scored frame
-        monkeypatch.setattr(m, "velocity", lambda z, tt, e: target + err)
+        monkeypatch.setattr(m, "velocity", lambda z, tt, e, **kw: target + err)
         return m.flow_matching_loss(x0, emb, t=t, noise=noise, motion_weight=mw).item()
 
     plain_move, plain_static = loss_with_error_at((1, 2), 0.0), loss_with_error_at((3, 7), 0.0)
@@ -55,13 +55,14 @@ def test_flow_matching_loss_weights_the_error_on_moving_latents(monkeypatch):
     assert loss_with_error_at((3, 7), 3.0) == pytest.approx(plain_static / 4)
 
 
-def test_train_wm_passes_motion_weight_to_the_loss(tmp_path, monkeypatch):
-    seen = []
+def test_train_wm_passes_motion_weight_and_the_prepared_denoiser_to_the_loss(tmp_path, monkeypatch):
+    seen, denoisers = [], []
     orig = WorldModel.flow_matching_loss
 
     def spy(self, *a, **k):
         if torch.is_grad_enabled():
             seen.append(k.get("motion_weight", 0.0))
+            denoisers.append(k.get("denoiser"))
         return orig(self, *a, **k)
 
     monkeypatch.setattr(WorldModel, "flow_matching_loss", spy)
@@ -69,3 +70,5 @@ def test_train_wm_passes_motion_weight_to_the_loss(tmp_path, monkeypatch):
                         eval_clips=0, val_fraction=0.25, device="cpu", threads=1, motion_weight=2.5)
     m = run(cfg, tmp_path / "wm", videos=synthetic_clips(8))
     assert m["steps"] == 2 and seen == [2.5, 2.5]
+    # the training step calls the accelerate-prepared module explicitly (gradients sync under DDP)
+    assert all(isinstance(d, torch.nn.Module) for d in denoisers) and len(denoisers) == 2

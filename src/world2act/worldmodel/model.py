@@ -417,7 +417,7 @@ class WorldModel(nn.Module):
         return s / (1.0 + s)
 
     def velocity(self, z: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
-                 num_cond: int = 1) -> torch.Tensor:
+                 num_cond: int = 1, denoiser: torch.nn.Module | None = None) -> torch.Tensor:
         """Transformer velocity prediction ``[B, C, T', H', W']``.
 
         Args:
@@ -425,6 +425,8 @@ class WorldModel(nn.Module):
                 conditioning latents.
             t: flow-matching time ``[B]`` in [0, 1] for the generated frames.
             embeds: text embeddings ``[B, L, D]``.
+            denoiser: the module to call instead of ``self.transformer`` (training passes its
+                accelerate-prepared, possibly DDP-wrapped copy so gradients synchronise).
         """
         b, _, tl, h, w = z.shape
         ind = torch.zeros(1, 1, tl, 1, 1, device=z.device, dtype=z.dtype)
@@ -436,7 +438,7 @@ class WorldModel(nn.Module):
         if self.transformer.config.concat_padding_mask:
             _padding_mask_resize()
         dtype = self.transformer.dtype
-        net = self.__dict__.get("_train_net") or self.transformer  # DDP-wrapped denoiser while training
+        net = denoiser if denoiser is not None else self.transformer
         return net(hidden_states=z.to(dtype), timestep=timestep.to(dtype),
                                 encoder_hidden_states=embeds.to(dtype), fps=self.config.fps,
                                 condition_mask=cond_mask.to(dtype), padding_mask=padding_mask.to(dtype),
@@ -445,7 +447,7 @@ class WorldModel(nn.Module):
     def flow_matching_loss(self, x0: torch.Tensor, embeds: torch.Tensor, t: torch.Tensor | None = None,
                            noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                            p_mean: float = 0.0, p_std: float = 1.6, reduce: bool = True,
-                           motion_weight: float = 0.0) -> torch.Tensor:
+                           motion_weight: float = 0.0, denoiser: torch.nn.Module | None = None) -> torch.Tensor:
         """Rectified-flow loss matching the pipeline's sampler (appendix A training).
 
         Args:
@@ -456,6 +458,7 @@ class WorldModel(nn.Module):
                 :func:`motion_weights` (``1 + w`` times the normalised temporal change of ``x0``,
                 renormalised to mean 1 per clip), so moving pixels (the arm) count more than the
                 static background. 0 = the plain unweighted loss.
+            denoiser: as :meth:`velocity` (default ``self.transformer``).
         Returns:
             mean squared velocity error over latent frames ``>= 1`` (scalar, or ``[B]`` if not reduce).
         """
@@ -467,7 +470,7 @@ class WorldModel(nn.Module):
         tt = t.view(b, 1, 1, 1, 1)
         z = (1 - tt) * x0 + tt * noise
         z = torch.cat([x0[:, :, :1], z[:, :, 1:]], dim=2)
-        v = self.velocity(z, t, embeds)
+        v = self.velocity(z, t, embeds, denoiser=denoiser)
         sq = (v[:, :, 1:] - (noise - x0)[:, :, 1:]).pow(2)
         if motion_weight:
             sq = sq * motion_weights(x0, motion_weight)

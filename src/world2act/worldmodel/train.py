@@ -523,7 +523,6 @@ def _transformer_setup(cfg: TrainWMConfig, out: Path, model, device: str, metric
         log.info("resuming from step %d", step)
     tr, opt = acc.prepare(tr, opt)
     model.transformer = acc.unwrap_model(tr)
-    model.__dict__["_train_net"] = tr  # forward through the (possibly DDP-wrapped) module so gradients sync
     return _TransformerRun(acc, tr, opt, sched, out, metrics, step, loss_log)
 
 
@@ -585,7 +584,8 @@ def _transformer_loop(cfg: TrainWMConfig, run_: _TransformerRun, model, lat, emb
         drop = torch.rand(len(b), generator=g) < cfg.prompt_dropout
         emb[drop] = 0.0
         loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std,
-                                        motion_weight=cfg.motion_weight)
+                                        motion_weight=cfg.motion_weight,
+                                        denoiser=run_.tr)  # the prepared (possibly DDP-wrapped) module: gradients sync
         if not torch.isfinite(loss):
             stopped = f"non-finite loss ({loss.item()}) at step {run_.step}"
             break
@@ -619,7 +619,6 @@ def _finish(cfg: TrainWMConfig, out: Path, model, x_val, e_val, va_idx, clip_vid
     from world2act.utils.io import write_json
     from world2act.utils.manifest import write_manifest
 
-    model.__dict__.pop("_train_net", None)
     model.eval()
     model.save(out, save_vae=False)
     metrics["val_loss_end"] = validation_loss(model, x_val, e_val)
