@@ -129,28 +129,20 @@ def collect_episode(job: dict) -> dict:
         a success, else None.
     """
     from world2act.data.schema import Episode
-    from world2act.experts import make_expert
+    from world2act.experts import run_expert
 
     cams = tuple(job["cameras"])
     env = _get_env(job["benchmark"], job["task_id"], int(job["image_size"]), cams)
     seed = int(job["seed"])
     t0 = time.perf_counter()
-    env.reset(seed=seed)
-    expert = make_expert(env, seed=seed)
-    expert.reset()
-    max_steps = int(job.get("max_steps") or env.max_steps)
-    sims, states, widths, actions = [], [], [], []
-    success = False
-    for _ in range(max_steps):
+    sims, states, widths = [], [], []
+
+    def record(_step):
         sims.append(env.get_sim_state())
         states.append(env.proprio())
         widths.append(env.gripper_width())
-        a = np.asarray(expert.act(), dtype=np.float32)
-        actions.append(a)
-        env.step(a)
-        if env.is_success():
-            success = True
-            break
+
+    actions, success = run_expert(env, seed, int(job.get("max_steps") or env.max_steps), record)
     sim_s = time.perf_counter() - t0
     out = dict(task_id=job["task_id"], seed=seed, attempt=job["attempt"], success=success, steps=len(actions),
                sim_s=sim_s, render_s=0.0, episode=None)

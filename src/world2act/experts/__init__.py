@@ -66,4 +66,35 @@ def make_expert(env, seed: int = 0) -> Expert:
     return LiberoExpert(env, seed=seed)
 
 
-__all__ = ["Expert", "make_expert", "supported_tasks"]
+def run_expert(env, seed: int, max_steps: int | None = None, before_step=None) -> tuple[list[np.ndarray], bool]:
+    """Reset ``env`` with ``seed`` and roll its scripted expert out until success or ``max_steps``
+    (default ``env.max_steps``): the one expert episode loop of ``collect`` and Stage 2's
+    demonstration targets.
+
+    Args:
+        before_step: called as ``before_step(step)`` before each action is chosen (record the
+            state, a frame, the gripper width...).
+
+    Returns:
+        ``(actions, success)``: the executed actions (each ``[A]`` float32, the env's action
+        space) and whether the task was solved.
+
+    Raises:
+        World2ActError: no scripted expert for the env's task.
+    """
+    env.reset(seed=seed)
+    expert = make_expert(env, seed=seed)
+    expert.reset()
+    actions: list[np.ndarray] = []
+    for step in range(int(max_steps or env.max_steps)):
+        if before_step is not None:
+            before_step(step)
+        a = np.asarray(expert.act(), dtype=np.float32)
+        actions.append(a)
+        env.step(a)
+        if env.is_success():
+            return actions, True
+    return actions, False
+
+
+__all__ = ["Expert", "make_expert", "run_expert", "supported_tasks"]

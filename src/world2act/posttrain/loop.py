@@ -170,30 +170,23 @@ def demo_targets(wm, bundle, env, seed: int, *, sigma: float, chunk_size: int) -
             than one chunk.
     """
     from world2act.data import stitch_views
-    from world2act.experts import make_expert
+    from world2act.experts import run_expert
     from world2act.skills.contacts import detect_events, params_for
 
     wc = wm.config
     stride, n_frames = int(wc.frame_stride), int(wc.num_frames)
-    env.reset(seed=seed)
-    expert = make_expert(env, seed=seed)
-    expert.reset()
-
     def frame():
         views = env.render(tuple(wc.cameras), tuple(wc.image_size))
         return stitch_views(views, tuple(wc.cameras), wc.layout)
 
-    frames, actions, widths, success = [], [], [], False
-    for step in range(env.max_steps):
+    frames, widths = [], []
+
+    def record(step):
         if step % stride == 0:
             frames.append(frame())
         widths.append(env.gripper_width())
-        a = np.asarray(expert.act(), dtype=np.float32)
-        actions.append(a)
-        env.step(a)
-        if env.is_success():
-            success = True
-            break
+
+    actions, success = run_expert(env, seed, env.max_steps, record)
     L = len(actions)
     if L % stride == 0:
         frames.append(frame())
