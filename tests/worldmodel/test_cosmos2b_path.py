@@ -123,13 +123,13 @@ def test_prompt_embeds_table_named_prompts_and_missing_prompt(tmp_path):
     from safetensors.torch import save_file
 
     from world2act import World2ActError
-    from world2act.worldmodel.model import _read_embed_table
+    from world2act.worldmodel.model import T5Prompts, _read_embed_table
 
     emb = torch.randn(2, 6, 32)
     save_file({"embeds": emb}, str(tmp_path / "prompt_embeds.safetensors"),
               metadata={"prompts": _json.dumps(["pick up the bowl", "open the drawer"])})
     wm = WorldModel.from_config("tiny", text_encoder="t5", text_embed_dim=32)
-    wm._embed_table = _read_embed_table(tmp_path)
+    wm.t5_prompts = T5Prompts(table=_read_embed_table(tmp_path))
     out = wm.encode_prompts(["open the drawer", "pick up the bowl"])
     assert torch.equal(out[0], emb[1]) and torch.equal(out[1], emb[0])
     with pytest.raises(World2ActError, match="no embeddings for \\['close the door'\\]"):
@@ -142,3 +142,23 @@ def test_padding_mask_stand_in_matches_nearest_resize():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     y = _NearestResize.functional.resize(x, [2, 2], interpolation=_NearestResize.InterpolationMode.NEAREST)
     assert torch.equal(y, x[:, :, ::2, ::2])
+
+
+def test_t5_prompt_source_is_explicit_and_survives_save_and_load(tmp_path):
+    """A fine-tuned copy of a T5 world model keeps pointing at the pretrained folder's T5 and
+    carries its precomputed embeddings; a folder without T5 is refused with a clear error."""
+    from world2act import World2ActError
+    from world2act.worldmodel.model import T5Prompts
+
+    pre = tmp_path / "pretrained"
+    (pre / "text_encoder").mkdir(parents=True)
+    (pre / "tokenizer").mkdir()
+    emb = torch.randn(1, 6, 32)
+    wm = WorldModel.from_config("tiny", text_encoder="t5", text_embed_dim=32)
+    wm.t5_prompts = T5Prompts(pre, {"*": emb[0]}, max_length=6)
+    wm.save(tmp_path / "ft")
+    loaded = WorldModel.load(tmp_path / "ft")
+    assert loaded.t5_prompts.folder == pre.resolve()
+    assert torch.equal(loaded.encode_prompts(["anything"])[0], emb[0])
+    with pytest.raises(World2ActError, match="no text_encoder/ and tokenizer/"):
+        T5Prompts(tmp_path / "ft", None)(["pick up the bowl"], "cpu", torch.float32)

@@ -104,6 +104,54 @@ def check_vae(vae, cfg: WorldModelConfig, where: str) -> None:
                              f"{cfg.vae_spatial_compression}x (vae_dim_mult={list(cfg.vae_dim_mult)})")
 
 
+class T5Prompts:
+    """T5 prompt embeddings for a ``text_encoder="t5"`` world model (Cosmos-Predict2's text
+    conditioning): precomputed embeddings first, else a local T5 encoder loaded on first use.
+
+    Args:
+        folder: a folder holding ``text_encoder/`` and ``tokenizer/`` (transformers format, e.g.
+            the Cosmos-Predict2-2B checkpoint), or None.
+        table: ``{prompt: [L, D]}`` precomputed embeddings (``"*"`` stands for any prompt), or None.
+        max_length: tokens per prompt ``L``.
+    """
+
+    def __init__(self, folder: str | os.PathLike | None = None, table: dict | None = None, max_length: int = 512):
+        has_t5 = folder is not None and (Path(folder) / "text_encoder").is_dir() and (Path(folder) / "tokenizer").is_dir()
+        self.folder = Path(folder).resolve() if has_t5 else None
+        self.table = table
+        self.max_length = int(max_length)
+        self._t5 = None
+
+    def __call__(self, prompts: list[str], device, dtype) -> torch.Tensor:
+        """Embeddings ``[B, L, D]`` (padding zeroed) for ``prompts``.
+
+        Raises:
+            World2ActError: a prompt missing from the table and no T5 folder to encode it.
+        """
+        table = self.table
+        if table is not None and ("*" in table or all(p in table for p in prompts)):
+            return torch.stack([table.get(p, table.get("*")) for p in prompts]).to(device, dtype)
+        if self.folder is None:
+            if table is not None:
+                raise World2ActError(f"prompt_embeds.safetensors has no embeddings for "
+                                     f"{[p for p in prompts if p not in table]} and there is no text_encoder/")
+            raise World2ActError("this world model uses T5 text embeddings but no text_encoder/ and tokenizer/ "
+                                 "folders (or prompt_embeds.safetensors) are available; pass prompt_embeds "
+                                 "[B, L, 1024] computed elsewhere")
+        if self._t5 is None:
+            from transformers import AutoTokenizer, T5EncoderModel
+
+            self._t5 = (AutoTokenizer.from_pretrained(self.folder / "tokenizer"),
+                        T5EncoderModel.from_pretrained(self.folder / "text_encoder").eval())
+        tok, enc = self._t5
+        enc.to(device)
+        t = tok(list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
+        mask = t.attention_mask.bool().to(device)
+        with torch.no_grad():
+            emb = enc(t.input_ids.to(device), attention_mask=mask).last_hidden_state
+        return (emb * mask[..., None]).to(dtype)
+
+
 def _read_embed_table(path: Path) -> dict | None:
     """``{prompt: [L, D]}`` from ``path/prompt_embeds.safetensors`` (tensor ``embeds`` [N, L, D],
     metadata ``prompts``: a JSON list of N strings; ``"*"`` is used for any prompt), or None."""
@@ -180,15 +228,16 @@ class WorldModel(nn.Module):
             data (used by ``imagine`` to give long skills several clips).
     """
 
-    def __init__(self, config: WorldModelConfig, transformer=None, vae=None, scheduler=None):
+    def __init__(self, config: WorldModelConfig, transformer=None, vae=None, scheduler=None,
+                 t5_prompts: T5Prompts | None = None):
         super().__init__()
         self.config = config
         self.transformer = transformer if transformer is not None else build_transformer(config)
         self.vae = vae if vae is not None else build_vae(config)
         self.scheduler = scheduler if scheduler is not None else _scheduler(config)
         self.prompt_windows: dict[str, int] = {}
-        self._t5 = None
-        self._embed_table: dict | None = None  # precomputed text embeddings {prompt: [L, D]}, "*" = any
+        # where T5 prompt embeddings come from (text_encoder="t5" only); load() points it at the checkpoint
+        self.t5_prompts = t5_prompts if t5_prompts is not None else T5Prompts(max_length=config.text_max_length)
 
     # ------------------------------------------------------------------ construction / files
     @classmethod
@@ -233,11 +282,11 @@ class WorldModel(nn.Module):
             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": [None, None],
             "tokenizer": [None, None], "safety_checker": [None, None]})
         meta = {"_class": MARKER, "config": self.config.to_dict(), "prompt_windows": self.prompt_windows}
-        src = getattr(self, "_path", None)
-        if src is not None and (Path(src) / "text_encoder").is_dir() and Path(src).resolve() != path.resolve():
-            meta["text_encoder_from"] = str(Path(src).resolve())  # T5 stays in the pretrained folder
+        src = self.t5_prompts.folder
+        if src is not None and src != path.resolve():
+            meta["text_encoder_from"] = str(src)  # T5 stays in the pretrained folder
         write_json(path / CONFIG_NAME, meta)
-        table = getattr(self, "_embed_table", None)
+        table = self.t5_prompts.table
         if table:
             from safetensors.torch import save_file
 
@@ -305,16 +354,16 @@ class WorldModel(nn.Module):
         check_vae(vae, cfg, str(path))
         model = cls(cfg, transformer, vae, _scheduler(cfg))
         model.prompt_windows = {str(k): int(v) for k, v in prompt_windows.items()}
-        model._path = Path(meta["text_encoder_from"]) if ours and meta.get("text_encoder_from") else path
-        model._embed_table = _read_embed_table(path)
+        model.t5_prompts = T5Prompts(Path(meta["text_encoder_from"]) if ours and meta.get("text_encoder_from") else path,
+                                     _read_embed_table(path), cfg.text_max_length)
         return model.to(device).eval()
 
     # ------------------------------------------------------------------ text
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Prompt token embeddings ``[B, L, D]`` (padding zeroed; D = ``text_embed_dim``).
 
-        ``minilm``: all-MiniLM-L6-v2 token embeddings (offline). ``t5``: T5 encoder from the
-        loaded folder's ``text_encoder/`` + ``tokenizer/`` if present.
+        ``minilm``: all-MiniLM-L6-v2 token embeddings (offline). ``t5``: :attr:`t5_prompts`
+        (the loaded folder's ``prompt_embeds.safetensors``, else its ``text_encoder/`` + ``tokenizer/``).
 
         Raises:
             World2ActError: empty/missing prompts, or T5 needed but not available locally.
@@ -326,32 +375,7 @@ class WorldModel(nn.Module):
 
             emb, _ = get_text_encoder(self.config.text_max_length).tokens(list(prompts))
             return emb.to(self.device)
-        return self._t5_embeds(prompts)
-
-    def _t5_embeds(self, prompts: list[str]) -> torch.Tensor:
-        root = getattr(self, "_path", None)
-        table = getattr(self, "_embed_table", None)
-        if table is not None and ("*" in table or all(p in table for p in prompts)):
-            return torch.stack([table.get(p, table.get("*")) for p in prompts]).to(self.device, self.transformer.dtype)
-        if self._t5 is None:
-            if root is None or not (Path(root) / "text_encoder").is_dir() or not (Path(root) / "tokenizer").is_dir():
-                if table is not None:
-                    raise World2ActError(f"prompt_embeds.safetensors has no embeddings for "
-                                         f"{[p for p in prompts if p not in table]} and there is no text_encoder/")
-                raise World2ActError("this world model uses T5 text embeddings but no text_encoder/ and tokenizer/ "
-                                     "folders (or prompt_embeds.safetensors) are available; pass prompt_embeds "
-                                     "[B, L, 1024] computed elsewhere")
-            from transformers import AutoTokenizer, T5EncoderModel
-
-            self._t5 = (AutoTokenizer.from_pretrained(Path(root) / "tokenizer"),
-                        T5EncoderModel.from_pretrained(Path(root) / "text_encoder").to(self.device).eval())
-        tok, enc = self._t5
-        t = tok(list(prompts), padding="max_length", max_length=self.config.text_max_length, truncation=True,
-                return_tensors="pt")
-        mask = t.attention_mask.bool().to(self.device)
-        with torch.no_grad():
-            emb = enc(t.input_ids.to(self.device), attention_mask=mask).last_hidden_state
-        return (emb * mask[..., None]).to(self.transformer.dtype)
+        return self.t5_prompts(prompts, self.device, self.transformer.dtype)
 
     # ------------------------------------------------------------------ video <-> latents
     def check_video(self, video, where: str = "video") -> torch.Tensor:

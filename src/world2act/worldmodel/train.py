@@ -450,7 +450,7 @@ def _model_and_latents(cfg: TrainWMConfig, out: Path, base, wm_cfg, vae, device:
 
     model = WorldModel(wm_cfg, transformer=base.transformer if base is not None else None, vae=vae).to(device)
     if base is not None:  # T5 folders / precomputed text embeddings of the pretrained checkpoint
-        model._path, model._embed_table = base._path, base._embed_table
+        model.t5_prompts = base.t5_prompts
     for p in model.vae.parameters():
         p.requires_grad_(False)
     cache = out / "cache" / "latents.safetensors"
