@@ -34,8 +34,7 @@ from torch import nn
 
 from world2act import World2ActError
 from world2act.envs.registry import benchmark_spec
-from world2act.utils.config import from_dict as config_from_dict
-from world2act.utils.config import opt
+from world2act.utils.config import from_dict as config_from_dict, opt
 
 log = logging.getLogger(__name__)
 

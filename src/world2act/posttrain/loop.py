@@ -175,6 +175,7 @@ def demo_targets(wm, bundle, env, seed: int, *, sigma: float, chunk_size: int) -
 
     wc = wm.config
     stride, n_frames = int(wc.frame_stride), int(wc.num_frames)
+
     def frame():
         views = env.render(tuple(wc.cameras), tuple(wc.image_size))
         return stitch_views(views, tuple(wc.cameras), wc.layout)

@@ -141,7 +141,8 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass ``cls`` from a (possibly nested) dict, coercing types.
 
     Raises:
-        World2ActError: an unknown key (the message lists the valid ones) a bad value or a missing required field.
+        World2ActError: an unknown key (the message lists the valid ones), a bad value or a missing
+            required field.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -120,7 +120,8 @@ class T5Prompts:
         self.folder = Path(folder).resolve() if has_t5 else None
         self.table = table
         self.max_length = int(max_length)
-        self._t5 = None
+        self._t5 = None  # (tokenizer, encoder), loaded on first use
+        self._t5_device = None
 
     def __call__(self, prompts: list[str], device, dtype) -> torch.Tensor:
         """Embeddings ``[B, L, D]`` (padding zeroed) for ``prompts``.
@@ -144,7 +145,9 @@ class T5Prompts:
             self._t5 = (AutoTokenizer.from_pretrained(self.folder / "tokenizer"),
                         T5EncoderModel.from_pretrained(self.folder / "text_encoder").eval())
         tok, enc = self._t5
-        enc.to(device)
+        if self._t5_device != str(device):  # move once, not on every call
+            enc.to(device)
+            self._t5_device = str(device)
         t = tok(list(prompts), padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt")
         mask = t.attention_mask.bool().to(device)
         with torch.no_grad():
