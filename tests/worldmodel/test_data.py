@@ -1,7 +1,8 @@
 import pytest
 
 from world2act import World2ActError
-from world2act.worldmodel.data import ClipRecord, episode_rows, prompt_windows, skill_windows, split_by_source
+from world2act.worldmodel.data import (ClipRecord, episode_rows, first_sources_per_instruction, prompt_windows,
+                                    skill_windows, split_by_source)
 
 
 def test_exact_clip_one_window():
@@ -43,6 +44,17 @@ def test_split_holds_out_whole_demos():
     train, val = split_by_source(recs, 0.2)
     assert train.isdisjoint(val) and train | val == set(range(10))
     assert len(val) == 2 and {s % 2 for s in val} == {0, 1}  # one per instruction
+
+
+def test_train_demos_keeps_the_first_n_per_instruction_and_the_same_held_out():
+    recs = [ClipRecord(i, src, "p", f"task{src % 2}", [0] * 17, 17, 0, 4.0) for i, src in enumerate(range(10))]
+    train, val = split_by_source(recs, 0.2)
+    two = first_sources_per_instruction(recs, train, 2)
+    assert two == {0, 2, 1, 3}  # task0: 0, 2 (of 0, 2, 4, 6); task1: 1, 3 (of 1, 3, 5, 7)
+    assert two.isdisjoint(val) and first_sources_per_instruction(recs, train, 0) == train
+    assert first_sources_per_instruction(recs, train, 99) == train
+    with pytest.raises(World2ActError, match="train_demos"):
+        first_sources_per_instruction(recs, train, -1)
 
 
 def test_prompt_windows():

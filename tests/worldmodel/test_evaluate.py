@@ -11,6 +11,7 @@ from world2act.worldmodel.evaluate import (
     WMEvalConfig,
     aggregate,
     assemble_windows,
+    init_state_dependence,
     outline,
     select_episodes,
     stitch_masks,
@@ -191,6 +192,25 @@ def mw_tiny(tmp_path_factory):
 
 
 @pytest.mark.sim
+def test_init_state_dependence_tells_own_from_other_demos():
+    rng = np.random.default_rng(0)
+    reals = {e: rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8) for e in (0, 1, 2, 3)}
+    masks = {e: np.zeros((6, 8, 8), bool) for e in reals}
+    for m in masks.values():
+        m[:, :4] = True
+    task_of = {0: "a", 1: "a", 2: "a", 3: "b"}  # demo 3 has no other demo of its task: skipped
+    follows = init_state_dependence({e: reals[e].copy() for e in reals}, reals, masks, task_of)
+    assert follows["demos"] == 3 and [p["others"] for p in follows["per_demo"]] == [[1, 2], [0, 2], [0, 1]]
+    assert follows["robot"]["own"] == 100.0 and follows["robot"]["demos_own_above_other"] == 3
+    assert follows["robot"]["other"] == pytest.approx(follows["robot"]["real_vs_other"])  # gen = real
+    assert follows["all"]["own_minus_other"] > 80
+    # an imagination that renders demo 0 whatever the init state: own - other < 0 for demos 1, 2
+    typical = init_state_dependence({e: reals[0].copy() for e in reals}, reals, masks, task_of)
+    assert typical["robot"]["demos_own_above_other"] == 1
+    assert [p["own"]["robot"] < p["other"]["robot"] for p in typical["per_demo"]] == [False, True, True]
+    assert init_state_dependence({0: reals[0]}, reals, masks, {0: "a"})["demos"] == 0
+
+
 def test_wm_eval_end_to_end(mw_tiny, capsys, monkeypatch):
     from world2act.cli import main
 
@@ -214,6 +234,8 @@ def test_wm_eval_end_to_end(mw_tiny, capsys, monkeypatch):
             assert 0 < reg["psnr"] < 100 and -1 <= reg["ssim"] <= 1
     assert [x["latent_frame"] for x in r["per_latent_frame"]] == [1, 2, 3]
     assert r["per_latent_frame"][2]["n_demos"] == 2 and r["per_latent_frame"][2]["frames"] == [9, 12]
+    dep = r["init_state_dependence"]
+    assert dep["demos"] == (2 if len({p["task"] for p in r["per_demo"]}) == 1 else 0)
     assert r["strips"] == ["strips/episode_000001.png"] and (out / r["strips"][0]).stat().st_size > 0
     from PIL import Image
 

@@ -154,6 +154,26 @@ def split_by_source(records: list[ClipRecord], val_fraction: float, seed: int = 
     return train, val
 
 
+def first_sources_per_instruction(records: list[ClipRecord], sources: set[int], n: int) -> set[int]:
+    """The first ``n`` source episodes (by index) of each instruction among ``sources``; all of
+    them when ``n`` is 0. The data-scaling lever of ``train-wm`` (``train_demos``): the held-out
+    split is made on every demonstration first, so models trained on different numbers of
+    demonstrations are judged on the same held-out demos.
+
+    Raises:
+        World2ActError: ``n`` is negative.
+    """
+    if n < 0:
+        raise World2ActError(f"train_demos must be >= 0 (0 = all), got {n}")
+    if not n:
+        return set(sources)
+    by_instr: dict[str, set[int]] = {}
+    for r in records:
+        if r.source_episode in sources:
+            by_instr.setdefault(r.instruction, set()).add(r.source_episode)
+    return {e for eps in by_instr.values() for e in sorted(eps)[:n]}
+
+
 def stitch(images: dict[str, np.ndarray], cameras, layout: str) -> np.ndarray:
     """Stitch camera views ``{cam: [T, H, W, 3]}`` with the data module's layouts (``1x1`` = one camera)."""
     if layout == "1x1":

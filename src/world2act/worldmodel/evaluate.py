@@ -213,6 +213,57 @@ def aggregate(per_demo: list[dict[str, dict[str, dict[str, np.ndarray]]]], frame
     return summary, latent
 
 
+def init_state_dependence(gens: dict[int, np.ndarray], reals: dict[int, np.ndarray], masks: dict[int, np.ndarray],
+                          task_of: dict[int, str]) -> dict:
+    """Does an imagination depend on its init state? PSNR of demo ``d``'s imagination against its
+    own real video and against the real videos of the other evaluated demos of the same task.
+
+    A world model that renders the task's typical motion and ignores where things are in the
+    conditioning frame scores the same against every demo of the task (own − other ≈ 0); one that
+    follows its init state scores higher against its own demo. ``real_vs_other`` (demo ``d``'s
+    real video against the others') says how far apart the demos of a task are at all.
+
+    Args:
+        gens / reals: episode → uint8 frames ``[N, H, W, 3]`` (frame 0 = the conditioning frame,
+            skipped); frames compared up to the shorter video of each pair.
+        masks: episode → bool robot masks ``[N, H, W]`` of the real frames; the robot pixels of a
+            pair are those of either demo.
+        task_of: episode → task; demos without another demo of their task are skipped.
+
+    Returns:
+        ``{"demos": n, "per_demo": [{episode, others, own, other, real_vs_other}], "all"|"robot":
+        {"own", "other", "own_minus_other", "real_vs_other", "demos_own_above_other"}}`` (PSNR dB,
+        means over demos; a demo's "other" is its mean over the other demos).
+    """
+    from world2act.worldmodel.metrics import psnr_per_frame
+
+    def pair(a, b, ma, mb) -> dict[str, float]:
+        n = min(len(a), len(b))
+        if n < 2:
+            return {"all": float("nan"), "robot": float("nan")}
+        return {"all": _nanmean(psnr_per_frame(a[1:n], b[1:n])),
+                "robot": _nanmean(psnr_per_frame(a[1:n], b[1:n], ma[1:n] | mb[1:n]))}
+
+    rows = []
+    for d in sorted(gens):
+        others = [e for e in sorted(gens) if e != d and task_of[e] == task_of[d]]
+        if not others:
+            continue
+        own = pair(gens[d], reals[d], masks[d], masks[d])
+        oth = [pair(gens[d], reals[e], masks[d], masks[e]) for e in others]
+        rr = [pair(reals[d], reals[e], masks[d], masks[e]) for e in others]
+        rows.append({"episode": d, "others": others, "own": own,
+                     "other": {r: _nanmean(o[r] for o in oth) for r in ("all", "robot")},
+                     "real_vs_other": {r: _nanmean(o[r] for o in rr) for r in ("all", "robot")}})
+    out: dict = {"demos": len(rows), "per_demo": rows}
+    for r in ("all", "robot"):
+        diff = [p["own"][r] - p["other"][r] for p in rows]
+        out[r] = {"own": _nanmean(p["own"][r] for p in rows), "other": _nanmean(p["other"][r] for p in rows),
+                  "own_minus_other": _nanmean(diff), "real_vs_other": _nanmean(p["real_vs_other"][r] for p in rows),
+                  "demos_own_above_other": int(sum(1 for x in diff if x > 0))}
+    return out
+
+
 def outline(mask: np.ndarray) -> np.ndarray:
     """Boundary pixels of a bool mask ``[H, W]`` (mask pixels with a 4-neighbour outside it;
     the image border counts as inside)."""
@@ -404,8 +455,10 @@ def run(cfg: WMEvalConfig, out: str | Path, *, device: str = "cpu", overwrite: b
         wm = WorldModel.load(wm_dir, device=device)
     wm.eval()
     timings["load_wm"] = time.time() - t0
-    per_frame, per_demo, strips = _evaluate_demos(cfg, out, wm, wc, demos, used, task_of, skills, timings, progress)
-    return _write_outputs(cfg, out, wc, held, used, task_of, where, per_frame, per_demo, strips, timings, started)
+    per_frame, per_demo, strips, dependence = _evaluate_demos(cfg, out, wm, wc, demos, used, task_of, skills, timings,
+                                                              progress)
+    return _write_outputs(cfg, out, wc, held, used, task_of, where, per_frame, per_demo, strips, timings, started,
+                          dependence)
 
 
 def _check_inputs(cfg: WMEvalConfig, device: str):
@@ -466,7 +519,7 @@ def _evaluate_demos(cfg: WMEvalConfig, out: Path, wm, wc, demos: dict, used: lis
     boxes = view_boxes(list(wc.cameras), wc.layout, tuple(wc.image_size))
     (out / "strips").mkdir(exist_ok=True)
     strip_eps = set(select_episodes(used, {i: task_of[i] for i in used}, cfg.strips)) if cfg.strips else set()
-    per_frame, per_demo, strips = [], [], []
+    per_frame, per_demo, strips, gens = [], [], [], {}
     tt = {"reconstruction": 0.0, "generation": 0.0, "metrics": 0.0, "strips": 0.0}
     for i in progress_bar(used, desc="wm-eval demos", disable=not progress, leave=False):
         d = demos[i]
@@ -478,6 +531,7 @@ def _evaluate_demos(cfg: WMEvalConfig, out: Path, wm, wc, demos: dict, used: lis
         gen, _ = wm.rollout(d.frames[0], prompts, num_inference_steps=cfg.steps, seed=cfg.seed * 100_003 + 1000 * i)
         tt["generation"] += time.time() - t0
         M = min(len(d.frames), len(gen))
+        gens[i] = gen[:M]
         real, mk = d.frames[1:M], d.masks[1:M]
         rep = np.repeat(d.frames[:1], M - 1, 0)
         t0 = time.time()
@@ -502,8 +556,12 @@ def _evaluate_demos(cfg: WMEvalConfig, out: Path, wm, wc, demos: dict, used: lis
         if d.rerender_psnr < 25:
             log.warning("episode %d: re-rendered frames differ from the stored ones (%.1f dB): the masks may not "
                         "line up with the images", i, d.rerender_psnr)
+    t0 = time.time()
+    dependence = init_state_dependence(gens, {i: demos[i].frames for i in gens}, {i: demos[i].masks for i in gens},
+                                       task_of)
+    tt["metrics"] += time.time() - t0
     timings.update(tt)
-    return per_frame, per_demo, strips
+    return per_frame, per_demo, strips, dependence
 
 
 def _save_strip(cfg: WMEvalConfig, out: Path, i: int, d: DemoFrames, rec, gen, M: int) -> str:
@@ -519,7 +577,7 @@ def _save_strip(cfg: WMEvalConfig, out: Path, i: int, d: DemoFrames, rec, gen, M
 
 
 def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, where: dict, per_frame, per_demo,
-                   strips, timings: dict, started: float) -> dict:
+                   strips, timings: dict, started: float, dependence: dict | None = None) -> dict:
     """Aggregate the per-frame metrics; write ``wm_eval.json``, ``wm_eval.md`` and
     ``manifest.json``; returns the report."""
     from world2act.utils.io import atomic_write, write_json
@@ -537,12 +595,14 @@ def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, 
         "robot_pixels": {bm: ROBOT_BODIES[SPECS[bm].family if bm in SPECS else "libero"]
                          for bm in dict.fromkeys(where[i][0] for i in used)},
         "sampling_steps": cfg.steps, "summary": summary, "robot_fraction": fr, "per_latent_frame": latent,
-        "per_demo": per_demo, "strips": strips,
+        "per_demo": per_demo, "strips": strips, "init_state_dependence": dependence or {"demos": 0},
         "timings_s": {k: round(v, 2) for k, v in timings.items()}, "seconds": round(time.time() - started, 2),
     }
     write_json(out / "wm_eval.json", report)
     atomic_write(out / "wm_eval.md", render_markdown(report))
     metrics = {f"{k}_{reg}_{met}": summary[k][reg][met] for k in KINDS for reg in ("all", "robot") for met in ("psnr", "ssim")}
+    if report["init_state_dependence"]["demos"]:
+        metrics["generation_robot_psnr_own_minus_other"] = report["init_state_dependence"]["robot"]["own_minus_other"]
     write_manifest(out, stage="wm-eval", config=cfg, inputs=report["inputs"], metrics=metrics, started=started)
     return report
 
@@ -586,6 +646,16 @@ def render_markdown(r: dict) -> str:
         L.append(f"| {row['latent_frame']} | {row['frames'][0]}–{row['frames'][1]} | {row['n_demos']} | "
                  + " | ".join(f"{_f(row[k]['all']['psnr'])} / {_f(row[k]['robot']['psnr'])}" for k in KINDS)
                  + f" | {_f(row['generation']['robot']['ssim'], 3)} | {_f(row['repeat_first']['robot']['ssim'], 3)} |")
+    dep = r.get("init_state_dependence") or {"demos": 0}
+    if dep["demos"]:
+        L += ["", f"Does the imagination depend on its init state? Generation PSNR against the demo's own real video "
+              f"and against the other evaluated demos of its task ({dep['demos']} demos; real vs other = the real "
+              "videos against each other):", "",
+              "| region | own | other demos | own − other | demos own > other | real vs other |", "|---|---|---|---|---|---|"]
+        for reg in ("all", "robot"):
+            q = dep[reg]
+            L.append(f"| {reg} | {_f(q['own'])} | {_f(q['other'])} | **{_f(q['own_minus_other'])}** | "
+                     f"{q['demos_own_above_other']}/{dep['demos']} | {_f(q['real_vs_other'])} |")
     L += ["", "Per demo (PSNR dB on robot pixels; re-render = stored frames vs the frames re-rendered from the stored "
           "states, the masks' alignment check):", "",
           "| episode | task | frames compared (real / imagined) | robot % | reconstruction | generation | repeat first | re-render dB | strip |",

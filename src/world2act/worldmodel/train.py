@@ -53,6 +53,7 @@ class TrainWMConfig:
     vae_finetune: bool = False      # keep training the --vae/--pretrained VAE on the domain's clips for vae_steps
     short_clips: str = "error"      # error | skip | pad
     val_fraction: float = 0.1
+    train_demos: int = 0            # training demos per instruction (the first N not held out; 0 = all): data scaling
     seed: int = 0
     device: str = "auto"
     threads: int = 0                # 0 = all cores
@@ -355,16 +356,18 @@ def _split_and_record(cfg: TrainWMConfig, out, resume: bool, overwrite: bool, lo
     """
     from world2act.utils.io import prepare_out_dir, write_json
     from world2act.utils.tracking import make_tracker
-    from world2act.worldmodel.data import load_clip_videos, split_by_source
+    from world2act.worldmodel.data import first_sources_per_instruction, load_clip_videos, split_by_source
 
     train_src, val_src = split_by_source(records, cfg.val_fraction, cfg.seed)
+    train_src = first_sources_per_instruction(records, train_src, cfg.train_demos)
     if not train_src:
         raise World2ActError("no training demonstrations left after the held-out split (lower val_fraction)")
     out = prepare_out_dir(out, resume=resume, overwrite=overwrite)
     tracker = make_tracker(log_with, out, "train-wm", dataclasses.asdict(cfg))
     write_json(out / "clips.json", {"mode": cfg.clips, "num_frames": wm_cfg.num_frames,
                                     "frame_stride": wm_cfg.frame_stride, "held_out_source_episodes": sorted(val_src),
-                                    "clips": [dict(r.to_dict(), split="val" if r.source_episode in val_src else "train")
+                                    "clips": [dict(r.to_dict(), split="val" if r.source_episode in val_src else
+                                                        "train" if r.source_episode in train_src else "unused")
                                               for r in records]})
     if clip_videos is None:
         clip_videos = load_clip_videos(ds, records, wm_cfg)
