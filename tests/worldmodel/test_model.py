@@ -111,6 +111,36 @@ def test_rollout_shapes_and_chaining(tiny):
         tiny.rollout(first, [])
 
 
+def test_multi_frame_conditioning_loss_and_sampling(tiny):
+    """num_cond = 2: latent frames 0, 1 are clean conditioning (their noise is unused, they are not
+    scored); the sampler keeps them; a rollout chains clips on the last 5 frames (2 latent frames)."""
+    x0 = tiny.encode(_video(2)).permute(0, 2, 1, 3, 4)  # [2, C, 5, H', W']
+    emb = tiny.encode_prompts(["a", "b"])
+    t, noise = torch.full((2,), 0.5), torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    other = noise.clone()
+    other[:, :, :2] = torch.randn(other[:, :, :2].shape)
+    with torch.no_grad():
+        two = tiny.flow_matching_loss(x0, emb, t=t, noise=noise, num_cond=2)
+        assert torch.equal(two, tiny.flow_matching_loss(x0, emb, t=t, noise=other, num_cond=2))
+        assert not torch.equal(tiny.flow_matching_loss(x0, emb, t=t, noise=noise),
+                               tiny.flow_matching_loss(x0, emb, t=t, noise=other))  # frame 1 is noised at n = 1
+    with pytest.raises(World2ActError, match="num_cond=5"):
+        tiny.flow_matching_loss(x0, emb, num_cond=5)
+    v = _video(1)[0]
+    gen, lat = tiny.generate_clip(v[:5], "a", num_inference_steps=2)
+    assert gen.shape == (17, 32, 64, 3) and torch.allclose(lat[:2], tiny.encode(v[None, :5])[0])
+    with pytest.raises(World2ActError, match="1 \\+ 4k"):
+        tiny.generate_clip(v[:3], "a")
+    video, lat = tiny.rollout(v[0], ["a", "b", "c"], num_inference_steps=2, cond_frames=2)
+    assert video.shape == (17 + 12 * 2, 32, 64, 3) and lat.shape == (5 + 3 * 2, 8, 4, 8)
+    one, _ = tiny.rollout(v[0], ["a", "b"], num_inference_steps=2)
+    assert np.array_equal(one, tiny.rollout(v[0], ["a", "b"], num_inference_steps=2, cond_frames=1)[0])
+    c2, _ = tiny.generate_clip(video[12:17], "b", num_inference_steps=2, seed=1)  # clip 2 = from clip 1's last 5
+    assert np.array_equal(video[17:29], c2[5:])
+    with pytest.raises(World2ActError, match="cond_frames=5"):
+        tiny.rollout(v[0], ["a"], cond_frames=5)
+
+
 def test_sampler_matches_diffusers_pipeline(tiny, monkeypatch):
     """Our sampling loop is step for step Cosmos2VideoToWorldPipeline (so training matches the sampler)."""
     from diffusers import Cosmos2VideoToWorldPipeline

@@ -179,6 +179,17 @@ def test_train_wm_rejects_bad_vae_frames_before_writing(tmp_path):
     assert not out.exists()
 
 
+def test_cond_frames_trains_and_scores_each_n_on_the_same_frames(tmp_path):
+    records, vids = synthetic_clips(8)
+    m = run(TrainWMConfig(**{**FAST, "cond_frames": 2}), tmp_path / "wm", videos=(records, vids))
+    by_n = m["heldout_generation_by_cond_frames"]
+    assert set(by_n) == {"1", "2"} and all(r["score_from"] == 5 for r in by_n.values())
+    assert by_n["1"]["psnr"] != by_n["2"]["psnr"] and m["heldout_generation"]["score_from"] == 1
+    with pytest.raises(World2ActError, match="cond_frames=5"):
+        run(TrainWMConfig(**{**FAST, "cond_frames": 5}), tmp_path / "bad", videos=(records, vids))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_vae_psnr_per_frame_curve_locates_error():
     """``vae_psnr`` returns the mean and a per-frame curve; a VAE that is exact on frames 0-4 and
     off by 16 grey levels on frames 5-16 shows exactly that curve."""

@@ -67,6 +67,9 @@ class WMEvalConfig:
         strip_every: frame interval of a strip's columns (4 = one per latent frame).
         strip_scale: nearest-neighbour magnification of strip tiles.
         seed: imagination seed (clip k of demo d uses ``seed·100003 + 1000·d + k``, as ``diagnose``).
+        cond_frames: conditioning latent frames of clips after the first (``WorldModel.rollout``;
+            1 = the last frame of the previous clip, as the paper; n > 1 needs a world model
+            trained with ``train-wm cond_frames >= n``).
     """
 
     wm: str = opt("", "world-model folder (output of `world2act train-wm`)")
@@ -77,8 +80,11 @@ class WMEvalConfig:
     strip_every: int = 4
     strip_scale: int = 2
     seed: int = 0
+    cond_frames: int = opt(1, "conditioning latent frames of clips after the first (default 1, the paper's)")
 
     def __post_init__(self) -> None:
+        if self.cond_frames < 1:
+            raise World2ActError(f"wm-eval: cond_frames must be >= 1, got {self.cond_frames}")
         if self.episodes < 0:
             raise World2ActError(f"wm-eval: episodes must be ≥ 0 (0 = all), got {self.episodes}")
         if self.steps < 1 or self.strip_every < 1 or self.strip_scale < 1 or self.strips < 0:
@@ -528,7 +534,8 @@ def _evaluate_demos(cfg: WMEvalConfig, out: Path, wm, wc, demos: dict, used: lis
         tt["reconstruction"] += time.time() - t0
         t0 = time.time()
         prompts = wm.clip_prompts(skills[d.task])
-        gen, _ = wm.rollout(d.frames[0], prompts, num_inference_steps=cfg.steps, seed=cfg.seed * 100_003 + 1000 * i)
+        gen, _ = wm.rollout(d.frames[0], prompts, num_inference_steps=cfg.steps, seed=cfg.seed * 100_003 + 1000 * i,
+                            cond_frames=cfg.cond_frames)
         tt["generation"] += time.time() - t0
         M = min(len(d.frames), len(gen))
         gens[i] = gen[:M]
@@ -594,7 +601,7 @@ def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, 
                     "tasks": {t: [i for i in used if task_of[i] == t] for t in dict.fromkeys(task_of[i] for i in used)}},
         "robot_pixels": {bm: ROBOT_BODIES[SPECS[bm].family if bm in SPECS else "libero"]
                          for bm in dict.fromkeys(where[i][0] for i in used)},
-        "sampling_steps": cfg.steps, "summary": summary, "robot_fraction": fr, "per_latent_frame": latent,
+        "sampling_steps": cfg.steps, "cond_frames": cfg.cond_frames, "summary": summary, "robot_fraction": fr, "per_latent_frame": latent,
         "per_demo": per_demo, "strips": strips, "init_state_dependence": dependence or {"demos": 0},
         "timings_s": {k: round(v, 2) for k, v in timings.items()}, "seconds": round(time.time() - started, 2),
     }

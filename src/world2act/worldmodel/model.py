@@ -474,7 +474,8 @@ class WorldModel(nn.Module):
     def flow_matching_loss(self, x0: torch.Tensor, embeds: torch.Tensor, t: torch.Tensor | None = None,
                            noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
                            p_mean: float = 0.0, p_std: float = 1.6, reduce: bool = True,
-                           motion_weight: float = 0.0, denoiser: torch.nn.Module | None = None) -> torch.Tensor:
+                           motion_weight: float = 0.0, denoiser: torch.nn.Module | None = None,
+                           num_cond: int = 1) -> torch.Tensor:
         """Rectified-flow loss matching the pipeline's sampler (appendix A training).
 
         Args:
@@ -486,21 +487,28 @@ class WorldModel(nn.Module):
                 renormalised to mean 1 per clip), so moving pixels (the arm) count more than the
                 static background. 0 = the plain unweighted loss.
             denoiser: as :meth:`velocity` (default ``self.transformer``).
+            num_cond: clean conditioning latent frames (1 = the first frame, the paper's
+                Video2World; 2 = the first 5 frames, Cosmos-Predict2's multi-frame conditioning).
         Returns:
-            mean squared velocity error over latent frames ``>= 1`` (scalar, or ``[B]`` if not reduce).
+            mean squared velocity error over latent frames ``>= num_cond`` (scalar, or ``[B]`` if
+            not reduce).
+        Raises:
+            World2ActError: ``num_cond`` outside ``1 .. T'-1``.
         """
-        b = x0.shape[0]
+        b, n = x0.shape[0], int(num_cond)
+        if not 1 <= n < x0.shape[2]:
+            raise World2ActError(f"num_cond={num_cond}: must be 1 .. {x0.shape[2] - 1} for {x0.shape[2]} latent frames")
         if t is None:
             t = torch.sigmoid(p_mean + p_std * torch.randn(b, generator=generator, device=x0.device))
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         tt = t.view(b, 1, 1, 1, 1)
         z = (1 - tt) * x0 + tt * noise
-        z = torch.cat([x0[:, :, :1], z[:, :, 1:]], dim=2)
-        v = self.velocity(z, t, embeds, denoiser=denoiser)
-        sq = (v[:, :, 1:] - (noise - x0)[:, :, 1:]).pow(2)
+        z = torch.cat([x0[:, :, :n], z[:, :, n:]], dim=2)
+        v = self.velocity(z, t, embeds, num_cond=n, denoiser=denoiser)
+        sq = (v[:, :, n:] - (noise - x0)[:, :, n:]).pow(2)
         if motion_weight:
-            sq = sq * motion_weights(x0, motion_weight)
+            sq = sq * motion_weights(x0, motion_weight)[:, :, n - 1:]
         err = sq.mean(dim=(1, 2, 3, 4))
         return err.mean() if reduce else err
 
@@ -549,16 +557,22 @@ class WorldModel(nn.Module):
         Karras sigma schedule, clean conditioning frame, optional classifier-free guidance).
 
         Args:
-            cond_latent: normalised conditioning latent ``[B, C, 1, H', W']``.
+            cond_latent: normalised conditioning latents ``[B, C, n, H', W']``: n = 1 (one frame,
+                the paper's Video2World) or more (the first 1 + 4(n−1) frames; the transformer
+                should have been trained with ``cond_frames >= n``).
             embeds: ``[B, L, D]``; neg_embeds: unconditional embeddings (default zeros).
             latents: optional initial noise ``[B, C, T', H', W']`` (unit variance).
         Returns:
-            normalised latents ``[B, C, T', H', W']`` (frame 0 = ``cond_latent``).
+            normalised latents ``[B, C, T', H', W']`` (frames ``< n`` = ``cond_latent``).
+        Raises:
+            World2ActError: n not in ``1 .. T'-1``.
         """
         cfg = self.config
         steps = num_inference_steps or cfg.num_inference_steps
         g = cfg.guidance_scale if guidance_scale is None else guidance_scale
-        b, c, _, h, w = cond_latent.shape
+        b, c, n, h, w = cond_latent.shape
+        if not 1 <= n < cfg.num_latent_frames:
+            raise World2ActError(f"{n} conditioning latent frames: must be 1 .. {cfg.num_latent_frames - 1}")
         shape = (b, c, cfg.num_latent_frames, h, w)
         if latents is None:
             latents = torch.randn(shape, generator=generator)
@@ -582,31 +596,36 @@ class WorldModel(nn.Module):
         for i, ts in enumerate(it):
             sig = sched.sigmas[i].to(torch.float32)
             t = sig / (sig + 1)
-            z = torch.cat([cond, (x * (1 - t))[:, :, 1:]], dim=2)
+            z = torch.cat([cond, (x * (1 - t))[:, :, n:]], dim=2)
             tb = t.expand(b).to(x.device)
-            x0 = x * (1 - t) - t * self.velocity(z, tb, embeds)
-            x0 = torch.cat([cond, x0[:, :, 1:]], dim=2)
+            x0 = x * (1 - t) - t * self.velocity(z, tb, embeds, num_cond=n)
+            x0 = torch.cat([cond, x0[:, :, n:]], dim=2)
             if g > 1.0:
-                x0u = x * (1 - t) - t * self.velocity(z, tb, neg_embeds)
-                x0u = torch.cat([cond, x0u[:, :, 1:]], dim=2)
+                x0u = x * (1 - t) - t * self.velocity(z, tb, neg_embeds, num_cond=n)
+                x0u = torch.cat([cond, x0u[:, :, n:]], dim=2)
                 x0 = x0 + g * (x0 - x0u)
             eps = (x - x0) / sig
             x = sched.step(eps, ts, x, return_dict=False)[0].float()
-        return torch.cat([cond, x[:, :, 1:]], dim=2)
+        return torch.cat([cond, x[:, :, n:]], dim=2)
 
     @torch.no_grad()
     def generate_clip(self, first_frame, prompt: str, num_inference_steps: int | None = None, seed: int = 0,
                       guidance_scale: float | None = None, prompt_embeds: torch.Tensor | None = None):
-        """One Video2World clip from a stitched uint8 frame ``[H, W, 3]``.
+        """One Video2World clip from a stitched uint8 frame ``[H, W, 3]``, or from the first
+        ``1 + 4(n−1)`` frames ``[1 + 4(n−1), H, W, 3]`` (n conditioning latent frames).
 
         Returns:
             (video uint8 ``[T, H, W, 3]``, normalised latents ``[T', C, H', W']``) with
-            T = ``num_frames`` and frame 0 the decoded conditioning frame.
+            T = ``num_frames``; the first ``1 + 4(n−1)`` frames are the decoded conditioning frames.
+        Raises:
+            World2ActError: a frame stack whose length is not 1 + 4k.
         """
         frame = np.asarray(first_frame)
-        if frame.ndim != 3:
-            raise World2ActError(f"first_frame: expected [H, W, 3], got shape {frame.shape}")
-        cond = self._encode_raw(frame[None, None])  # [1, C, 1, H', W']
+        if frame.ndim == 3:
+            frame = frame[None]
+        if frame.ndim != 4 or (len(frame) - 1) % 4:
+            raise World2ActError(f"first_frame: expected [H, W, 3] or [1 + 4k, H, W, 3], got shape {frame.shape}")
+        cond = self._encode_raw(frame[None])  # [1, C, n, H', W']
         emb = prompt_embeds if prompt_embeds is not None else self.encode_prompts([prompt])
         gen = torch.Generator(device="cpu").manual_seed(seed)
         lat = self.sample(cond, emb, num_inference_steps, guidance_scale, gen)
@@ -615,12 +634,17 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def rollout(self, first_frame, prompts: list[str], num_inference_steps: int | None = None, seed: int = 0,
-                guidance_scale: float | None = None, progress: bool = False):
+                guidance_scale: float | None = None, progress: bool = False, cond_frames: int = 1):
         """Skill-compositional generation (paper Sec. 3.3, Fig. 2b).
 
         One clip per prompt; clip k+1 is conditioned on the last decoded frame of clip k. The
         shared boundary frame is kept once: clip k >= 1 contributes its frames 1..T-1 and latent
         frames 1..T'-1 (its latent frame 0 re-encodes the previous clip's last frame).
+        With ``cond_frames = n > 1`` (a transformer trained with ``train-wm cond_frames >= n``)
+        clip k >= 1 is conditioned on the last ``1 + 4(n−1)`` frames of clip k (n latent frames)
+        and contributes its frames ``1 + 4(n−1)..T-1`` and latent frames ``n..T'-1``: each clip
+        after the first adds ``T' − n`` latent frames instead of ``T' − 1``, and latent frame j
+        still covers control steps ``[16(j-1), 16j)``. The first clip has one real frame.
 
         Args:
             first_frame: stitched uint8 ``[H, W, 3]``.
@@ -636,6 +660,10 @@ class WorldModel(nn.Module):
         """
         if not prompts:
             raise World2ActError("rollout: need at least one prompt")
+        n = int(cond_frames)
+        if not 1 <= n < self.config.num_latent_frames:
+            raise World2ActError(f"rollout: cond_frames={cond_frames} must be 1 .. {self.config.num_latent_frames - 1}")
+        overlap = 1 + 4 * (n - 1)  # frames shared with the previous clip
         frame = np.asarray(first_frame)
         h, w = self.config.frame_size
         if frame.shape != (h, w, 3):
@@ -647,7 +675,7 @@ class WorldModel(nn.Module):
         for k, p in enumerate(progress_bar(prompts, desc="rollout clips", disable=not progress)):
             v, lat = self.generate_clip(frame, p, num_inference_steps, seed + k, guidance_scale,
                                         prompt_embeds=embeds[k:k + 1])
-            videos.append(v if k == 0 else v[1:])
-            lats.append(lat if k == 0 else lat[1:])
-            frame = v[-1]
+            videos.append(v if k == 0 else v[overlap:])
+            lats.append(lat if k == 0 else lat[n:])
+            frame = v[-overlap:]
         return np.concatenate(videos, 0), torch.cat(lats, 0).cpu()

@@ -76,6 +76,7 @@ class TrainWMConfig:
     p_mean: float = 0.0
     p_std: float = 1.6
     motion_weight: float = 0.0      # weight the loss toward moving latents: 1 + w * normalised temporal change (0 = off)
+    cond_frames: int = 1            # conditioning latent frames: each step draws n in 1..cond_frames (2 = Cosmos' 5-frame)
     prompt_dropout: float = 0.1
     ckpt_every: int = 250
     log_every: int = 25
@@ -250,21 +251,36 @@ def validation_loss(model, x0, embeds, sigmas=VAL_SIGMAS, seed: int = 1234) -> d
     return out
 
 
-def generation_metrics(model, videos: np.ndarray, prompts: list[str], steps: int, seed: int = 0) -> dict:
-    """PSNR/SSIM of generated clips vs ground truth (frames 1..T-1) next to the repeat-the-first-frame
-    baseline, on held-out clips ``[N, T, H, W, 3]``."""
+def generation_metrics(model, videos: np.ndarray, prompts: list[str], steps: int, seed: int = 0,
+                       cond_frames: int = 1, score_from: int | None = None) -> dict:
+    """PSNR/SSIM of generated clips vs ground truth next to the repeat-the-last-conditioning-frame
+    baseline, on held-out clips ``[N, T, H, W, 3]``.
+
+    Args:
+        cond_frames: conditioning latent frames n: the clip is generated from its first
+            ``1 + 4(n−1)`` real frames (1 = the first frame only).
+        score_from: first frame scored (default ``1 + 4(n−1)``, the first generated frame); pass
+            the same value to compare models conditioned on different numbers of frames.
+    Raises:
+        World2ActError: ``score_from`` inside the conditioning frames or past the clip.
+    """
     from world2act.worldmodel.metrics import psnr, ssim
 
+    overlap = 1 + 4 * (int(cond_frames) - 1)
+    start = overlap if score_from is None else int(score_from)
+    if not overlap <= start < videos.shape[1]:
+        raise World2ActError(f"score_from={score_from}: must be {overlap} .. {videos.shape[1] - 1} "
+                             f"with {cond_frames} conditioning latent frames")
     gen_p, gen_s, base_p, base_s = [], [], [], []
     for k, (v, p) in enumerate(zip(videos, prompts)):
-        gen, _ = model.generate_clip(v[0], p, num_inference_steps=steps, seed=seed + k)
-        gt = v[1:]
-        rep = np.repeat(v[:1], len(gt), 0)
-        gen_p.append(psnr(gen[1:], gt)); gen_s.append(ssim(gen[1:], gt))
+        gen, _ = model.generate_clip(v[:overlap], p, num_inference_steps=steps, seed=seed + k)
+        gt = v[start:]
+        rep = np.repeat(v[overlap - 1:overlap], len(gt), 0)
+        gen_p.append(psnr(gen[start:], gt)); gen_s.append(ssim(gen[start:], gt))
         base_p.append(psnr(rep, gt)); base_s.append(ssim(rep, gt))
     return {"n_clips": len(videos), "psnr": float(np.mean(gen_p)), "ssim": float(np.mean(gen_s)),
             "baseline_repeat_first_psnr": float(np.mean(base_p)), "baseline_repeat_first_ssim": float(np.mean(base_s)),
-            "sampling_steps": steps}
+            "sampling_steps": steps, "cond_frames": int(cond_frames), "score_from": start}
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -299,6 +315,9 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     rng = seed_everything(cfg.seed)
 
     base, wm_cfg, ds, records, clip_videos = _load_clips(cfg, videos)  # 1. checks before writing anything
+    if not 1 <= cfg.cond_frames < wm_cfg.num_latent_frames:
+        raise World2ActError(f"cond_frames={cfg.cond_frames}: must be 1 .. {wm_cfg.num_latent_frames - 1} "
+                             f"({wm_cfg.num_latent_frames} latent frames per clip)")
     out, tracker, clip_videos, tr_idx, va_idx, metrics = _split_and_record(
         cfg, out, resume, overwrite, log_with, wm_cfg, ds, records, clip_videos)
     vae = _vae_phase(cfg, out, base, wm_cfg, clip_videos, tr_idx, va_idx, rng, device, tracker, metrics)  # 2.
@@ -583,11 +602,12 @@ def _transformer_loop(cfg: TrainWMConfig, run_: _TransformerRun, model, lat, emb
     while run_.step < cfg.steps:
         b = brng.choice(tr_idx, cfg.batch_size, replace=len(tr_idx) < cfg.batch_size)
         x0 = lat[b].to(acc.device)
+        n_cond = 1 if cfg.cond_frames == 1 else 1 + int(brng.integers(cfg.cond_frames))  # 1 draws nothing: same batches
         emb = emb_table[pidx[b]].clone()
         drop = torch.rand(len(b), generator=g) < cfg.prompt_dropout
         emb[drop] = 0.0
         loss = model.flow_matching_loss(x0, emb.to(acc.device), generator=g, p_mean=cfg.p_mean, p_std=cfg.p_std,
-                                        motion_weight=cfg.motion_weight,
+                                        motion_weight=cfg.motion_weight, num_cond=n_cond,
                                         denoiser=run_.tr)  # the prepared (possibly DDP-wrapped) module: gradients sync
         if not torch.isfinite(loss):
             stopped = f"non-finite loss ({loss.item()}) at step {run_.step}"
@@ -633,6 +653,13 @@ def _finish(cfg: TrainWMConfig, out: Path, model, x_val, e_val, va_idx, clip_vid
                                                            cfg.eval_steps, seed=cfg.seed)
         metrics["heldout_generation"]["seconds_per_clip"] = round((time.time() - t0) / len(sel), 3)
         log.info("held-out generation: %s", metrics["heldout_generation"])
+        if cfg.cond_frames > 1:  # every n scored on the same frames: what the extra conditioning frames buy
+            last = 1 + 4 * (cfg.cond_frames - 1)
+            metrics["heldout_generation_by_cond_frames"] = {
+                str(n): generation_metrics(model, clip_videos[sel], [records[i].prompt for i in sel], cfg.eval_steps,
+                                           seed=cfg.seed, cond_frames=n, score_from=last)
+                for n in range(1, cfg.cond_frames + 1)}
+            log.info("held-out generation by conditioning frames: %s", metrics["heldout_generation_by_cond_frames"])
     metrics["wall_time_s"] = round(time.time() - started, 1)
     tracker.log(metrics["val_loss_end"], step=step, prefix="val/")
     tracker.log(metrics.get("heldout_generation", {}), step=step, prefix="eval/")
