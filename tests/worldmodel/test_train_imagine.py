@@ -190,6 +190,13 @@ def test_cond_frames_trains_and_scores_each_n_on_the_same_frames(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_missing_vae_folder_is_one_line_error_before_writing(tmp_path):
+    records, vids = synthetic_clips(4)
+    with pytest.raises(World2ActError, match="--vae .*nope: not a VAE folder"):
+        run(TrainWMConfig(**{**FAST, "vae": str(tmp_path / "nope")}), tmp_path / "wm", videos=(records, vids))
+    assert not (tmp_path / "wm").exists()
+
+
 def test_vae_psnr_per_frame_curve_locates_error():
     """``vae_psnr`` returns the mean and a per-frame curve; a VAE that is exact on frames 0-4 and
     off by 16 grey levels on frames 5-16 shows exactly that curve."""

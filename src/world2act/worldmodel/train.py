@@ -309,6 +309,8 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     if cfg.clips not in ("skills", "episodes"):
         raise World2ActError(f"--clips {cfg.clips!r}: valid are skills, episodes")
     _check_vae_frames(cfg.vae_frames)
+    if cfg.vae and not (Path(cfg.vae) / "config.json").is_file():
+        raise World2ActError(f"--vae {cfg.vae}: not a VAE folder (no config.json; pass the vae/ folder of a world model)")
     check_backend(log_with)
     device = resolve_device(cfg.device)
     set_torch_threads(cfg.threads or None)
