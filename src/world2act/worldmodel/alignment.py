@@ -48,6 +48,24 @@ def num_latent_frames(num_frames: int, temporal_compression: int = 4) -> int:
     return (num_frames - 1) // temporal_compression + 1
 
 
+def num_pixel_frames(latent_frames: int, temporal_compression: int = 4) -> int:
+    """Pixel frames ``1 + c(n − 1)`` that a causal video VAE encodes into ``n`` latent frames
+    (the inverse of :func:`num_latent_frames`; 5 frames for Cosmos' two conditioning latents)."""
+    return 1 + temporal_compression * (int(latent_frames) - 1)
+
+
+def check_cond_frames(n: int, num_latent: int, name: str = "cond_frames") -> int:
+    """``n`` as an int when it is a valid number of conditioning latent frames for clips of
+    ``num_latent`` latent frames (1 .. ``num_latent − 1``: at least one frame is generated).
+
+    Raises:
+        World2ActError: ``n`` outside that range, naming ``name``.
+    """
+    if not 1 <= int(n) < num_latent:
+        raise World2ActError(f"{name}={n}: must be 1 .. {num_latent - 1} ({num_latent} latent frames per clip)")
+    return int(n)
+
+
 def actions_per_latent_frame(frame_stride: int, temporal_compression: int = 4) -> int:
     """Control steps (actions) explained by one latent frame ``j >= 1``: ``K = c * s``.
 

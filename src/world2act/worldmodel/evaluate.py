@@ -584,7 +584,7 @@ def _save_strip(cfg: WMEvalConfig, out: Path, i: int, d: DemoFrames, rec, gen, M
 
 
 def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, where: dict, per_frame, per_demo,
-                   strips, timings: dict, started: float, dependence: dict | None = None) -> dict:
+                   strips, timings: dict, started: float, dependence: dict) -> dict:
     """Aggregate the per-frame metrics; write ``wm_eval.json``, ``wm_eval.md`` and
     ``manifest.json``; returns the report."""
     from world2act.utils.io import atomic_write, write_json
@@ -601,8 +601,9 @@ def _write_outputs(cfg: WMEvalConfig, out: Path, wc, held, used, task_of: dict, 
                     "tasks": {t: [i for i in used if task_of[i] == t] for t in dict.fromkeys(task_of[i] for i in used)}},
         "robot_pixels": {bm: ROBOT_BODIES[SPECS[bm].family if bm in SPECS else "libero"]
                          for bm in dict.fromkeys(where[i][0] for i in used)},
-        "sampling_steps": cfg.steps, "cond_frames": cfg.cond_frames, "summary": summary, "robot_fraction": fr, "per_latent_frame": latent,
-        "per_demo": per_demo, "strips": strips, "init_state_dependence": dependence or {"demos": 0},
+        "sampling_steps": cfg.steps, "cond_frames": cfg.cond_frames, "summary": summary, "robot_fraction": fr,
+        "per_latent_frame": latent,
+        "per_demo": per_demo, "strips": strips, "init_state_dependence": dependence,
         "timings_s": {k: round(v, 2) for k, v in timings.items()}, "seconds": round(time.time() - started, 2),
     }
     write_json(out / "wm_eval.json", report)

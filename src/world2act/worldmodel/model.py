@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from world2act import World2ActError
+from world2act.worldmodel.alignment import check_cond_frames, num_pixel_frames
 from world2act.worldmodel.configs import WorldModelConfig, get_config
 
 CONFIG_NAME = "config.json"
@@ -495,9 +496,7 @@ class WorldModel(nn.Module):
         Raises:
             World2ActError: ``num_cond`` outside ``1 .. T'-1``.
         """
-        b, n = x0.shape[0], int(num_cond)
-        if not 1 <= n < x0.shape[2]:
-            raise World2ActError(f"num_cond={num_cond}: must be 1 .. {x0.shape[2] - 1} for {x0.shape[2]} latent frames")
+        b, n = x0.shape[0], check_cond_frames(num_cond, x0.shape[2], "num_cond")
         if t is None:
             t = torch.sigmoid(p_mean + p_std * torch.randn(b, generator=generator, device=x0.device))
         if noise is None:
@@ -571,8 +570,7 @@ class WorldModel(nn.Module):
         steps = num_inference_steps or cfg.num_inference_steps
         g = cfg.guidance_scale if guidance_scale is None else guidance_scale
         b, c, n, h, w = cond_latent.shape
-        if not 1 <= n < cfg.num_latent_frames:
-            raise World2ActError(f"{n} conditioning latent frames: must be 1 .. {cfg.num_latent_frames - 1}")
+        check_cond_frames(n, cfg.num_latent_frames, "sample: conditioning latent frames")
         shape = (b, c, cfg.num_latent_frames, h, w)
         if latents is None:
             latents = torch.randn(shape, generator=generator)
@@ -660,10 +658,8 @@ class WorldModel(nn.Module):
         """
         if not prompts:
             raise World2ActError("rollout: need at least one prompt")
-        n = int(cond_frames)
-        if not 1 <= n < self.config.num_latent_frames:
-            raise World2ActError(f"rollout: cond_frames={cond_frames} must be 1 .. {self.config.num_latent_frames - 1}")
-        overlap = 1 + 4 * (n - 1)  # frames shared with the previous clip
+        n = check_cond_frames(cond_frames, self.config.num_latent_frames, "rollout: cond_frames")
+        overlap = num_pixel_frames(n)  # frames shared with the previous clip
         frame = np.asarray(first_frame)
         h, w = self.config.frame_size
         if frame.shape != (h, w, 3):

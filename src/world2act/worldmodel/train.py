@@ -267,7 +267,9 @@ def generation_metrics(model, videos: np.ndarray, prompts: list[str], steps: int
     """
     from world2act.worldmodel.metrics import psnr, ssim
 
-    overlap = 1 + 4 * (int(cond_frames) - 1)
+    from world2act.worldmodel.alignment import num_pixel_frames
+
+    overlap = num_pixel_frames(cond_frames)
     start = overlap if score_from is None else int(score_from)
     if not overlap <= start < videos.shape[1]:
         raise World2ActError(f"score_from={score_from}: must be {overlap} .. {videos.shape[1] - 1} "
@@ -305,6 +307,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     """
     from world2act.utils.seeding import resolve_device, seed_everything, set_torch_threads
     from world2act.utils.tracking import check_backend
+    from world2act.worldmodel.alignment import check_cond_frames
 
     started = time.time()
     if cfg.clips not in ("skills", "episodes"):
@@ -318,9 +321,7 @@ def run(cfg: TrainWMConfig, out: str | os.PathLike, *, resume: bool = False, ove
     rng = seed_everything(cfg.seed)
 
     base, wm_cfg, ds, records, clip_videos = _load_clips(cfg, videos)  # 1. checks before writing anything
-    if not 1 <= cfg.cond_frames < wm_cfg.num_latent_frames:
-        raise World2ActError(f"cond_frames={cfg.cond_frames}: must be 1 .. {wm_cfg.num_latent_frames - 1} "
-                             f"({wm_cfg.num_latent_frames} latent frames per clip)")
+    check_cond_frames(cfg.cond_frames, wm_cfg.num_latent_frames)
     out, tracker, clip_videos, tr_idx, va_idx, metrics = _split_and_record(
         cfg, out, resume, overwrite, log_with, wm_cfg, ds, records, clip_videos)
     vae = _vae_phase(cfg, out, base, wm_cfg, clip_videos, tr_idx, va_idx, rng, device, tracker, metrics)  # 2.
@@ -657,7 +658,9 @@ def _finish(cfg: TrainWMConfig, out: Path, model, x_val, e_val, va_idx, clip_vid
         metrics["heldout_generation"]["seconds_per_clip"] = round((time.time() - t0) / len(sel), 3)
         log.info("held-out generation: %s", metrics["heldout_generation"])
         if cfg.cond_frames > 1:  # every n scored on the same frames: what the extra conditioning frames buy
-            last = 1 + 4 * (cfg.cond_frames - 1)
+            from world2act.worldmodel.alignment import num_pixel_frames
+
+            last = num_pixel_frames(cfg.cond_frames)
             metrics["heldout_generation_by_cond_frames"] = {
                 str(n): generation_metrics(model, clip_videos[sel], [records[i].prompt for i in sel], cfg.eval_steps,
                                            seed=cfg.seed, cond_frames=n, score_from=last)
