@@ -65,6 +65,8 @@ class DiagnoseConfig:
         imagine: compute the imagination rows (d), (e), (f) (the expensive part).
         samples: imagination samples per init state (row (f) needs ≥ 2).
         imagine_steps: flow-matching sampling steps per imagined clip (Stage 2's default 10).
+        wm_prompts: ``skills`` (Skill-WM) or ``instruction`` (a Base-WM trained on the
+            demonstrations themselves), as ``post-train``'s option of that name.
         epsilons: perturbation norms for row (g), normalised action units, norm over a whole
             K×A chunk.
         eps_draws: random directions per chunk and ε.
@@ -81,6 +83,8 @@ class DiagnoseConfig:
     imagine: bool = opt(True, "skip the imagination rows (real video only)", flag="--no-imagine")
     samples: int = opt(2, "imagination samples per init state (default 2)")
     imagine_steps: int = opt(10, "sampling steps per imagined clip (default 10)")
+    wm_prompts: str = opt("skills", "world-model prompts: skills (Skill-WM, default) or instruction (Base-WM)",
+                          choices=["skills", "instruction"])
     epsilons: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 1.0])
     eps_draws: int = 8
     seed: int = 0
@@ -96,6 +100,8 @@ class DiagnoseConfig:
             raise World2ActError(f"diagnose: noise levels must be ≥ 0, got sigma={self.sigma}, sigmas={self.sigmas}")
         if any(s == 0 for s in self.shifts):
             raise World2ActError(f"diagnose: shifts are non-zero chunk offsets, got {self.shifts}")
+        if self.wm_prompts not in ("skills", "instruction"):
+            raise World2ActError(f"diagnose: wm_prompts must be skills or instruction, got {self.wm_prompts!r}")
         if self.samples < 1 or self.imagine_steps < 1 or self.eps_draws < 1:
             raise World2ActError(f"diagnose: samples, imagine_steps and eps_draws must be ≥ 1 (got {self.samples}, "
                                  f"{self.imagine_steps}, {self.eps_draws})")
@@ -571,7 +577,7 @@ def _imagination_rows(cfg: DiagnoseConfig, wm, bundle, demos: list, tasks: list,
     t0 = time.time()
     imag: list[list[torch.Tensor]] = []
     for d in progress_bar(demos, desc="imagination", disable=not progress, leave=False):
-        imag.append([imagine_targets(wm, bundle, d.first_frame, d.task, steps=cfg.imagine_steps,
+        imag.append([imagine_targets(wm, bundle, d.first_frame, d.task, steps=cfg.imagine_steps, prompts=cfg.wm_prompts,
                                      seed=cfg.seed * 100_003 + 1000 * d.episode + 100 * k)["targets"].float()
                      for k in range(cfg.samples)])
     timings["imagination"] = time.time() - t0

@@ -266,3 +266,27 @@ def test_residual_heads_start_at_the_base_and_only_decoder_starves_the_network(h
 def test_residual_head_is_validated():
     with pytest.raises(World2ActError, match="head"):
         ResidualNetConfig(state_dim=S, action_dim=A, chunk_size=K, head="mlp")
+
+
+def test_imagination_prompts_skill_wm_and_base_wm():
+    """Skill-WM: one clip per skill window; Base-WM (Table 4): the instruction for as many clips
+    as a whole training episode spanned; an instruction the Base-WM never saw is refused."""
+    from types import SimpleNamespace
+
+    from world2act.posttrain.loop import decompose_instruction, imagination_prompts
+
+    instr = "pick up the alphabet soup and place it in the basket"
+    skills = decompose_instruction(instr)
+    assert len(skills) >= 2 and instr not in skills
+    windows = {skills[0]: 1, skills[-1]: 2, instr: 3}
+    wm = SimpleNamespace(prompt_windows=windows,
+                         clip_prompts=lambda ps: [p for p in ps for _ in range(windows.get(p, 1))])
+    got = imagination_prompts(wm, instr, "skills")
+    assert got[0] == skills[0] and got[-2:] == [skills[-1]] * 2
+    assert imagination_prompts(wm, instr, "instruction") == [instr] * 3
+    with pytest.raises(World2ActError, match="not trained on the instruction"):
+        imagination_prompts(wm, "open the drawer", "instruction")
+    with pytest.raises(World2ActError, match="wm_prompts must be one of"):
+        imagination_prompts(wm, instr, "episodes")
+    with pytest.raises(World2ActError, match="wm_prompts must be one of"):
+        PostTrainConfig(policy="p", wm="w", align="a", wm_prompts="episodes")

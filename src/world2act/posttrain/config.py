@@ -41,6 +41,10 @@ class PostTrainConfig:
             denoiser's x0 at σ = ``demo_sigma``, are the targets). ``demo`` separates "the
             world model imagines the wrong thing" from "Stage 2 cannot use a right target".
         demo_sigma: noise level of the x0 prediction for ``targets=demo`` (Stage 1's default).
+        wm_prompts: how the world model is prompted for ``targets=imagined``: ``skills`` (the
+            paper's Skill-WM: one clip chain per schema skill) or ``instruction`` (a Base-WM,
+            Table 4: the global instruction for every clip; train it with ``train-wm --dataset
+            DEMOS --clips skills`` so that it learns whole episodes at the same time scale).
         task_mixing: ``single`` (the paper: the N rollouts of an update share one task, so
             the negatives are other init states of that task) or ``mixed`` (the N rollouts are
             spread over the run's tasks round-robin: same-task hard negatives beside other-task
@@ -117,6 +121,8 @@ class PostTrainConfig:
     targets: str = opt("imagined", "Stage-2 targets: the world model's imagination (default, the paper) or the "
                        "scripted expert's own video from the same init state (an oracle)", choices=["imagined", "demo"])
     demo_sigma: float = 0.1
+    wm_prompts: str = opt("skills", "world-model prompts: skills (Skill-WM, default) or instruction (Base-WM)",
+                          choices=["skills", "instruction"])
     task_mixing: str = "single"
     contrast: str = "sequence"
     temporal_negatives: bool = True
@@ -155,7 +161,7 @@ class PostTrainConfig:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         if self.workers < 0:
             raise World2ActError(f"post-train: workers must be ≥ 0 (0 = simulators in this process), got {self.workers}")
-        choices = {"targets": ("imagined", "demo"), "task_mixing": ("single", "mixed"),
+        choices = {"targets": ("imagined", "demo"), "wm_prompts": ("skills", "instruction"), "task_mixing": ("single", "mixed"),
                    "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
                    "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear"),
                    "adapter": ("residual", "lora")}

@@ -118,11 +118,41 @@ def decompose_episodes(episodes: list[int], task_of: dict[int, str], dataset: st
     return skills
 
 
-def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, steps: int, seed: int) -> dict:
+#: how the world model is prompted: one prompt per skill (Skill-WM, the paper) or the global
+#: instruction for the whole task (Base-WM, the paper's Table 4 ablation)
+WM_PROMPTS = ("skills", "instruction")
+
+
+def imagination_prompts(wm, instruction: str, mode: str = "skills") -> list[str]:
+    """One prompt per imagined clip (Sec. 3.3; Base-WM: Sec. 5.3 / Table 4).
+
+    ``skills``: the schema decomposer's skill prompts, each repeated as many clips as its
+    training clips spanned windows (``WorldModel.prompt_windows``). ``instruction``: the global
+    instruction for every clip, as many clips as a whole training episode spanned: a Base-WM
+    trained on whole demonstrations (``train-wm --dataset DEMOS --clips skills``), chained at the
+    Skill-WM's time scale so that Stage 2's chunk alignment is the same for both.
+
+    Raises:
+        World2ActError: an unknown mode, or ``instruction`` with a world model whose training
+            prompts (``prompt_windows``) do not include this instruction.
+    """
+    if mode == "skills":
+        return wm.clip_prompts(decompose_instruction(instruction))
+    if mode != "instruction":
+        raise World2ActError(f"wm_prompts must be one of {', '.join(WM_PROMPTS)}, got {mode!r}")
+    if wm.prompt_windows and instruction not in wm.prompt_windows:
+        raise World2ActError(f"wm_prompts=instruction: the world model was not trained on the instruction "
+                             f"{instruction!r} (a Base-WM is train-wm on the demonstrations themselves)")
+    return wm.clip_prompts([instruction])
+
+
+def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, steps: int, seed: int,
+                    prompts: str = "skills") -> dict:
     """Imagine one task from its first frame and embed the WM latents with f_v.
 
     Args:
         first_frame: uint8 ``[H, W, 3]`` stitched in the WM's layout.
+        prompts: ``skills`` (Skill-WM) or ``instruction`` (Base-WM), :func:`imagination_prompts`.
 
     Returns:
         dict with ``targets`` ``[T, D]`` (one per action-bearing latent frame = one policy
@@ -131,12 +161,12 @@ def imagine_targets(wm, bundle, first_frame: np.ndarray, instruction: str, *, st
         consecutive clips, ``WorldModel.prompt_windows``).
     """
     # a skill longer than one clip gets as many clips as its training windows (e.g. place ≈ 2)
-    prompts = wm.clip_prompts(decompose_instruction(instruction))
-    video, latents = wm.rollout(first_frame, prompts, num_inference_steps=steps, seed=seed)
-    z = action_latents(wm, latents, len(prompts))  # [T, C, h, w]
+    clip_prompts = imagination_prompts(wm, instruction, prompts)
+    video, latents = wm.rollout(first_frame, clip_prompts, num_inference_steps=steps, seed=seed)
+    z = action_latents(wm, latents, len(clip_prompts))  # [T, C, h, w]
     with torch.no_grad():
         targets = bundle.f_v(z[None].float())[0]  # [T, D]
-    return {"targets": targets, "video": video, "prompts": prompts, "anchor": skill_anchor(wm, prompts)}
+    return {"targets": targets, "video": video, "prompts": clip_prompts, "anchor": skill_anchor(wm, clip_prompts)}
 
 
 def skill_anchor(wm, prompts: list[str]) -> int | None:
@@ -578,7 +608,8 @@ def build_targets(cfg: PostTrainConfig, wm, bundle, pool: dict, out: Path, *, si
                         env.reset(seed=s)
                         frames = env.render(tuple(wm.config.cameras), tuple(wm.config.image_size))
                         first = stitch_views(frames, tuple(wm.config.cameras), wm.config.layout)
-                        res = imagine_targets(wm, bundle, first, env.instruction, steps=cfg.imagine_steps, seed=s)
+                        res = imagine_targets(wm, bundle, first, env.instruction, steps=cfg.imagine_steps, seed=s,
+                                              prompts=cfg.wm_prompts)
                         tensors = {"targets": res["targets"].contiguous()}
                         meta = {"prompts": json.dumps(res["prompts"]), "instruction": env.instruction}
                     else:
@@ -618,7 +649,8 @@ def target_cache_key(cfg: PostTrainConfig) -> str:
                 continue
             st = p.stat()
             stamp.append((str(p.resolve()), st.st_size, int(st.st_mtime)))
-    blob = json.dumps({"targets": cfg.targets, "sigma": cfg.demo_sigma, "steps": cfg.imagine_steps, "files": stamp})
+    blob = json.dumps({"targets": cfg.targets, "sigma": cfg.demo_sigma, "steps": cfg.imagine_steps, "files": stamp,
+                       **({"wm_prompts": cfg.wm_prompts} if cfg.wm_prompts != "skills" else {})})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
