@@ -215,6 +215,8 @@ def test_grid_end_to_end_pairs_same_episodes_and_resumes(tmp_path, fakes, capsys
     md = (out / "compare.md").read_text()
     assert "| task | base | w2a | w2a-basewm | dreamgen |" in md and "McNemar" in md
     assert (out / "compare.png").stat().st_size > 1000
+    # w2a and w2a-basewm differ in their world model: no imagination-budget series
+    assert "Imagination budget" not in md and not (out / "compare_scaling.png").exists()
     stdout = capsys.readouterr().out
     assert "pp vs base" in stdout
 
@@ -327,3 +329,30 @@ def test_shared_options_config_and_overrides_reach_the_grid(tmp_path, fakes):
         compare_grid.load_grid(path, overrides=["cellz=1"])
     with pytest.raises(World2ActError, match="cells are set in the file"):
         compare_grid.load_grid(path, overrides=["cells=[]"])
+
+
+def test_budget_series_groups_cells_that_differ_only_in_budget(tmp_path):
+    """Fig. 5b: cells of one method with the same components and tasks form a series sorted by
+    imagined trajectories per task; another world model, other tasks or one budget do not."""
+    def cell(name, method, n=None, rate=0.5, **cfg):
+        c = {"name": name, "method": method, "status": "ok", "success_rate": rate,
+             "ci95": None if rate is None else [rate - 0.1, rate + 0.1]}
+        if n is not None:
+            c["config"] = {"policy": "p", "wm": "wm", "tasks": ["0"], "init_states_per_task": n, **cfg}
+            c["paired"] = None if rate is None else {"n": 10, "diff": rate - 0.4, "ci95": [-0.1, 0.3]}
+        return c
+
+    res = {"benchmark": "metaworld", "reference": "base", "cells": [
+        cell("base", "base", rate=0.4), cell("w2a-32", "world2act", 32, 0.6), cell("w2a-4", "world2act", 4, 0.45),
+        cell("w2a-basewm", "world2act", 8, wm="base_wm"), cell("w2a-cross", "world2act", 8, tasks=["1"]),
+        cell("dg-8", "dreamgen", 8, 0.3), cell("dg-16", "dreamgen", 16, 0.2), cell("dg-x", "dreamgen", 16, rate=None)]}
+    series = compare_grid.budget_series(res)
+    assert list(series) == ["world2act", "dreamgen"]
+    assert [(p["n"], p["name"]) for p in series["world2act"]] == [(4, "w2a-4"), (32, "w2a-32")]
+    assert [p["name"] for p in series["dreamgen"]] == ["dg-8", "dg-16"]
+    md = "\n".join(compare_grid.budget_markdown(res))
+    assert "| world2act | 4 | w2a-4 | 45.0 | +5.0 | -10.0 … +30.0 |" in md
+    assert compare_grid.budget_plot(res, tmp_path / "s.png") and (tmp_path / "s.png").stat().st_size > 1000
+    res["cells"] = res["cells"][:4]
+    res["cells"][2]["config"]["wm"] = "other"
+    assert compare_grid.budget_series(res) == {} and not compare_grid.budget_plot(res, tmp_path / "t.png")

@@ -562,6 +562,7 @@ def markdown(res: dict) -> str:
     if errs:
         lines += ["", "## Errors", ""]
         lines += [f"- `{c['name']}` ({c['method']}): {c['error']}" for c in errs]
+    lines += budget_markdown(res)
     lines += ["", "Folders: `<cell>/train/` (training output, reused when complete) and `<cell>/eval/` "
               "(`world2act eval` output with `episodes.jsonl`). Rerun the same command to resume.", ""]
     return "\n".join(lines)
@@ -598,16 +599,104 @@ def bar_plot(res: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+# what a scaling series shares: the same method, components and training tasks (Fig. 5b)
+_SERIES_KEYS = ("policy", "wm", "align", "dataset", "tasks", "wm_prompts", "adapter")
+
+
+def budget_series(res: dict) -> dict[str, list[dict]]:
+    """Success against the imagination budget (paper Fig. 5b): training cells with an
+    evaluation, grouped by method, components and training tasks (``_SERIES_KEYS``), sorted by
+    ``init_states_per_task`` (imagined trajectories per task); only groups with ≥ 2 budgets.
+
+    Returns:
+        ``{series label: [{"n", "name", "success_rate", "ci95", "paired"}, ...]}``.
+    """
+    import json
+
+    groups: dict[str, list[dict]] = {}
+    for c in res["cells"]:
+        cfg = c.get("config") or {}
+        if c.get("success_rate") is None or "init_states_per_task" not in cfg:
+            continue
+        key = c["method"] + " " + json.dumps({k: cfg.get(k) for k in _SERIES_KEYS if k in cfg}, sort_keys=True)
+        groups.setdefault(key, []).append({"n": int(cfg["init_states_per_task"]), "name": c["name"],
+                                           "success_rate": c["success_rate"], "ci95": c.get("ci95"),
+                                           "paired": c.get("paired")})
+    out: dict[str, list[dict]] = {}
+    for key, pts in groups.items():
+        if len({p["n"] for p in pts}) < 2:
+            continue
+        pts.sort(key=lambda p: p["n"])
+        method = key.split(" ", 1)[0]
+        out[method if method not in out else f"{method} ({pts[0]['name']}, …)"] = pts
+    return out
+
+
+def budget_markdown(res: dict) -> list[str]:
+    """The ``compare.md`` section of :func:`budget_series` (empty without a series)."""
+    series = budget_series(res)
+    if not series:
+        return []
+    lines = ["", "## Imagination budget (Fig. 5b)", "",
+             f"Success against imagined trajectories per task; difference paired with `{res['reference']}`.", "",
+             "| series | imagined trajectories / task | cell | success % | difference (pp) | 95% CI (pp) |",
+             "|---|---:|---|---:|---:|---|"]
+    for label, pts in series.items():
+        for p in pts:
+            pc = p.get("paired") or {}
+            diff = f"{100 * pc['diff']:+.1f} | {100 * pc['ci95'][0]:+.1f} … {100 * pc['ci95'][1]:+.1f}" if pc.get("n") else "— | —"
+            lines.append(f"| {label} | {p['n']} | {p['name']} | {_pct(p['success_rate'])} | {diff} |")
+    return lines
+
+
+def budget_plot(res: dict, path: str | Path) -> bool:
+    """``compare_scaling.png``: success (95% CI bars) against imagined trajectories per task,
+    one line per :func:`budget_series` series, the reference as a dashed line. Returns False
+    (and writes nothing) when the grid has no series."""
+    series = budget_series(res)
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from world2act.utils.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for label, pts in series.items():
+        xs = [p["n"] for p in pts]
+        ys = [100 * p["success_rate"] for p in pts]
+        ci = [p.get("ci95") or [p["success_rate"]] * 2 for p in pts]
+        err = [[y - 100 * lo for y, (lo, _) in zip(ys, ci)], [100 * hi - y for y, (_, hi) in zip(ys, ci)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
+    ref = next((c for c in res["cells"] if c["name"] == res["reference"]), {})
+    if ref.get("success_rate") is not None:
+        ax.axhline(100 * ref["success_rate"], color="grey", ls="--", lw=1, label=f"{res['reference']} (reference)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("imagined trajectories per task")
+    ax.set_ylabel("success rate (%)")
+    ax.set_title(f"{res['benchmark']}: success vs imagination budget", fontsize=9)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return True
+
+
 def write_outputs(out: Path, res: dict) -> None:
-    """``compare.json``, ``compare.md`` and ``compare.png`` (each written atomically)."""
+    """``compare.json``, ``compare.md``, ``compare.png`` and, when cells of one method differ in
+    their imagination budget, ``compare_scaling.png`` (each written atomically)."""
     from world2act.utils.io import atomic_write, write_json
 
     write_json(out / "compare.json", res)
     atomic_write(out / "compare.md", markdown(res))
-    try:
-        bar_plot(res, out / "compare.png")
-    except Exception as e:  # noqa: BLE001 - the figure is informative; the tables are the result
-        log.warning("compare: compare.png failed: %s", e)
+    for name, plot in (("compare.png", bar_plot), ("compare_scaling.png", budget_plot)):
+        try:
+            plot(res, out / name)
+        except Exception as e:  # noqa: BLE001 - the figure is informative; the tables are the result
+            log.warning("compare: %s failed: %s", name, e)
 
 
 # ---------------------------------------------------------------------------- CLI
