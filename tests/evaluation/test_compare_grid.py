@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -287,11 +288,10 @@ def test_finished_training_with_other_settings_is_an_error_not_overwritten(tmp_p
     assert "holds a finished run with other settings" in _cells(out)["w2a"]["error"]
 
 
-@pytest.mark.parametrize("example", ["compare_metaworld.yaml", "compare_libero_wm_budget.yaml"])
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).resolve().parents[2] / "configs")
+                                            .glob("compare_*.yaml")))
 def test_example_grids_are_valid(tmp_path, example):
     """The shipped grids validate once their component folders exist (here: empty stand-ins)."""
-    from pathlib import Path
-
     src = Path(__file__).resolve().parents[2] / "configs" / example
     g = yaml.safe_load(src.read_text())
     paths = {v for k, v in g.items() if k in ("policy", "wm", "align", "dataset")}
