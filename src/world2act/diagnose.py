@@ -582,7 +582,8 @@ def _imagination_rows(cfg: DiagnoseConfig, wm, bundle, demos: list, tasks: list,
                      for k in range(cfg.samples)])
     timings["imagination"] = time.time() - t0
     first = [s[0] for s in imag]
-    rows.append({"key": "imagined", "label": "the world model's skill-compositional imagination, index-paired",
+    kind = "skill-compositional" if cfg.wm_prompts == "skills" else "whole-task (Base-WM, instruction-prompted)"
+    rows.append({"key": "imagined", "label": f"the world model's {kind} imagination, index-paired",
                  **index_paired_gap(first, act_emb, tasks)})
     ivr = index_paired_gap(first, real[cfg.sigma], tasks)
     rvr = index_paired_gap(real[cfg.sigma], real[cfg.sigma], tasks)
