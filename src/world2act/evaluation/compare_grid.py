@@ -568,14 +568,24 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _save_png(fig, path: str | Path) -> None:
+    """Write a matplotlib figure atomically as PNG and close it."""
+    import matplotlib.pyplot as plt
+
+    from world2act.utils.io import atomic_path
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def bar_plot(res: dict, path: str | Path) -> None:
     """Grouped bars: success per task (and the mean) for every cell that has an evaluation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from world2act.utils.io import atomic_path
 
     cells = [c for c in res["cells"] if c.get("per_task")]
     groups = list(res["tasks"]) + ["mean"]
@@ -593,10 +603,7 @@ def bar_plot(res: dict, path: str | Path) -> None:
     ax.set_title(res.get("title") or f"{res['benchmark']}: {res['trials']} trials x seeds {res['seeds']}", fontsize=9)
     if cells:
         ax.legend(fontsize=8, loc="upper center", ncol=min(len(cells), 5), frameon=False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 # what a scaling series shares: the same method, components and training tasks (Fig. 5b)
@@ -661,8 +668,6 @@ def budget_plot(res: dict, path: str | Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from world2act.utils.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     for label, pts in series.items():
         xs = [p["n"] for p in pts]
@@ -678,10 +683,7 @@ def budget_plot(res: dict, path: str | Path) -> bool:
     ax.set_ylabel("success rate (%)")
     ax.set_title(f"{res['benchmark']}: success vs imagination budget", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
+    _save_png(fig, path)
     return True
 
 
