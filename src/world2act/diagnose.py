@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from world2act import World2ActError
+from world2act.posttrain.config import WM_PROMPTS
 from world2act.utils.config import opt
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class DiagnoseConfig:
     samples: int = opt(2, "imagination samples per init state (default 2)")
     imagine_steps: int = opt(10, "sampling steps per imagined clip (default 10)")
     wm_prompts: str = opt("skills", "world-model prompts: skills (Skill-WM, default) or instruction (Base-WM)",
-                          choices=["skills", "instruction"])
+                          choices=list(WM_PROMPTS))
     epsilons: list[float] = dataclasses.field(default_factory=lambda: [0.1, 0.3, 1.0])
     eps_draws: int = 8
     seed: int = 0
@@ -100,8 +101,8 @@ class DiagnoseConfig:
             raise World2ActError(f"diagnose: noise levels must be ≥ 0, got sigma={self.sigma}, sigmas={self.sigmas}")
         if any(s == 0 for s in self.shifts):
             raise World2ActError(f"diagnose: shifts are non-zero chunk offsets, got {self.shifts}")
-        if self.wm_prompts not in ("skills", "instruction"):
-            raise World2ActError(f"diagnose: wm_prompts must be skills or instruction, got {self.wm_prompts!r}")
+        if self.wm_prompts not in WM_PROMPTS:
+            raise World2ActError(f"diagnose: wm_prompts must be one of {', '.join(WM_PROMPTS)}, got {self.wm_prompts!r}")
         if self.samples < 1 or self.imagine_steps < 1 or self.eps_draws < 1:
             raise World2ActError(f"diagnose: samples, imagine_steps and eps_draws must be ≥ 1 (got {self.samples}, "
                                  f"{self.imagine_steps}, {self.eps_draws})")

@@ -620,21 +620,20 @@ def budget_series(res: dict) -> dict[str, list[dict]]:
     """
     import json
 
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
     for c in res["cells"]:
         cfg = c.get("config") or {}
         if c.get("success_rate") is None or "init_states_per_task" not in cfg:
             continue
-        key = c["method"] + " " + json.dumps({k: cfg.get(k) for k in _SERIES_KEYS if k in cfg}, sort_keys=True)
+        key = (c["method"], json.dumps({k: cfg.get(k) for k in _SERIES_KEYS if k in cfg}, sort_keys=True))
         groups.setdefault(key, []).append({"n": int(cfg["init_states_per_task"]), "name": c["name"],
                                            "success_rate": c["success_rate"], "ci95": c.get("ci95"),
                                            "paired": c.get("paired")})
     out: dict[str, list[dict]] = {}
-    for key, pts in groups.items():
+    for (method, _), pts in groups.items():
         if len({p["n"] for p in pts}) < 2:
             continue
         pts.sort(key=lambda p: p["n"])
-        method = key.split(" ", 1)[0]
         out[method if method not in out else f"{method} ({pts[0]['name']}, …)"] = pts
     return out
 

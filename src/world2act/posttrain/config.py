@@ -8,6 +8,9 @@ from world2act.utils.config import opt
 
 #: default LoRA targets (``adapter=lora``): the base flow policy's action head; the same as
 #: :data:`world2act.policies.lora_policy.DEFAULT_TARGETS` (kept here so the config loads without torch)
+#: how the world model is prompted for imagined targets: one prompt per skill (Skill-WM, the
+#: paper) or the global instruction for the whole task (Base-WM, the paper's Table 4 ablation)
+WM_PROMPTS = ("skills", "instruction")
 LORA_TARGETS = ("decoder.layers.*.linear1", "decoder.layers.*.linear2", "act_in", "act_out")
 
 
@@ -122,7 +125,7 @@ class PostTrainConfig:
                        "scripted expert's own video from the same init state (an oracle)", choices=["imagined", "demo"])
     demo_sigma: float = 0.1
     wm_prompts: str = opt("skills", "world-model prompts: skills (Skill-WM, default) or instruction (Base-WM)",
-                          choices=["skills", "instruction"])
+                          choices=list(WM_PROMPTS))
     task_mixing: str = "single"
     contrast: str = "sequence"
     temporal_negatives: bool = True
@@ -161,7 +164,7 @@ class PostTrainConfig:
                 raise World2ActError(f"post-train: {name} must be positive, got {getattr(self, name)}")
         if self.workers < 0:
             raise World2ActError(f"post-train: workers must be ≥ 0 (0 = simulators in this process), got {self.workers}")
-        choices = {"targets": ("imagined", "demo"), "wm_prompts": ("skills", "instruction"), "task_mixing": ("single", "mixed"),
+        choices = {"targets": ("imagined", "demo"), "wm_prompts": WM_PROMPTS, "task_mixing": ("single", "mixed"),
                    "contrast": ("sequence", "chunk", "cosine", "decoded", "expert"), "time_alignment": ("index", "events"),
                    "fa_input": ("executed", "clamped"), "head": ("decoder", "latent", "linear"),
                    "adapter": ("residual", "lora")}

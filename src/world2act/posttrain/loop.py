@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from world2act import World2ActError
 from world2act.envs.registry import FAMILIES, family_of
-from world2act.posttrain.config import PostTrainConfig
+from world2act.posttrain.config import WM_PROMPTS, PostTrainConfig
 from world2act.posttrain.objective import RolloutBatch, masked_chunkwise_cosine, stage2_step
 from world2act.utils.io import atomic_path, write_json
 from world2act.utils.manifest import write_manifest
@@ -116,11 +116,6 @@ def decompose_episodes(episodes: list[int], task_of: dict[int, str], dataset: st
                 raise World2ActError(f"--dataset {dataset}: episode {i}'s instruction {t!r} cannot be decomposed "
                                      f"into skills ({e})") from None
     return skills
-
-
-#: how the world model is prompted: one prompt per skill (Skill-WM, the paper) or the global
-#: instruction for the whole task (Base-WM, the paper's Table 4 ablation)
-WM_PROMPTS = ("skills", "instruction")
 
 
 def imagination_prompts(wm, instruction: str, mode: str = "skills") -> list[str]:
